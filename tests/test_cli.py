@@ -1,0 +1,50 @@
+"""The command line: LightningCLI in subclass mode plus the extra sub-commands."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tmtcam.cli import EXTRA_COMMANDS, main
+
+BORING = "lightning.pytorch.demos.boring_classes"
+
+
+def test_module_help_and_print_config_run_as_a_user_would():
+    help_run = subprocess.run([sys.executable, "-m", "tmtcam", "--help"], capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0, help_run.stderr
+    assert "fit" in help_run.stdout and "demo" in help_run.stdout and "explain" in help_run.stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "tmtcam", "fit", "--print_config"], capture_output=True, text=True, timeout=120
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert "seed_everything" in printed.stdout and "trainer:" in printed.stdout
+
+
+def test_fit_any_lightning_module_by_class_path(tmp_path):
+    main(
+        [
+            "fit",
+            "--model", f"{BORING}.BoringModel",
+            "--data", f"{BORING}.BoringDataModule",
+            "--trainer.max_steps", "3",
+            "--trainer.limit_val_batches", "1",
+            "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path),
+        ]
+    )
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_config_typo_names_the_key(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model", f"{BORING}.BoringModel", "--trainer.max_stepz", "3"])
+    assert exit_info.value.code != 0
+    assert "max_stepz" in capsys.readouterr().err
+
+
+def test_extra_commands_are_dispatched_and_unknown_target_is_usage_error(capsys):
+    assert set(EXTRA_COMMANDS) == {"demo", "bench", "explain"}
+    assert main(["demo", "nonsense"]) == 2
+    assert "tmtcam demo {tmt, promptcam}" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""k-means backends: planted clusters, agreement between backends, bad input."""
+
+import pytest
+import torch
+
+from tmtcam.clustering import AutoKMeans, FaissKMeans, TorchKMeans, build_kmeans, faiss_available
+
+
+def planted(batch=3, per_cluster=40, k=4, dim=16, spread=0.05, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(batch, k, dim, generator=generator) * 5
+    truth = torch.arange(k).repeat_interleave(per_cluster).expand(batch, -1)
+    points = centres.gather(1, truth[..., None].expand(-1, -1, dim))
+    points = points + spread * torch.randn(points.shape, generator=generator)
+    order = torch.randperm(points.shape[1], generator=generator)
+    return points[:, order], truth[:, order]
+
+
+def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Labels equal up to a permutation of cluster ids."""
+    return bool(((a[:, None] == a[None]) == (b[:, None] == b[None])).all())
+
+
+BACKENDS = ["torch", "faiss", "auto"] if faiss_available() else ["torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recovers_planted_clusters(backend):
+    points, truth = planted()
+    result = build_kmeans(backend, n_iter=20, seed=1)(points, 4)
+    assert result.labels.shape == (3, 160) and result.centroids.shape == (3, 4, 16)
+    assert result.labels.dtype == torch.int64
+    for image in range(3):
+        assert same_partition(result.labels[image], truth[image])
+    # inertia is the within-cluster squared distance: ~ N * dim * spread^2
+    assert torch.all(result.inertia < 160 * 16 * 0.05**2 * 2)
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+def test_faiss_and_torch_agree_on_separated_data():
+    points, _ = planted(seed=3)
+    a = FaissKMeans(n_iter=20)(points, 4)
+    b = TorchKMeans(n_iter=20)(points, 4)
+    for image in range(points.shape[0]):
+        assert same_partition(a.labels[image], b.labels[image])
+    assert torch.allclose(a.inertia, b.inertia, rtol=1e-3)
+
+
+def test_torch_backend_is_seeded():
+    points = torch.randn(2, 50, 8)
+    a, b = TorchKMeans(seed=7)(points, 5), TorchKMeans(seed=7)(points, 5)
+    assert torch.equal(a.labels, b.labels)
+
+
+def test_hand_computed_two_cluster_case():
+    points = torch.tensor([[[0.0], [0.2], [10.0], [10.4]]])
+    result = TorchKMeans(n_iter=5)(points, 2)
+    assert same_partition(result.labels[0], torch.tensor([0, 0, 1, 1]))
+    assert sorted(result.centroids[0, :, 0].tolist()) == pytest.approx([0.1, 10.2])
+    assert result.inertia[0].item() == pytest.approx(0.01 * 2 + 0.04 * 2, abs=1e-5)
+
+
+def test_empty_clusters_are_reseeded():
+    # 3 distinct locations, k=3, but duplicated points make naive Lloyd produce empty clusters from bad seeds
+    points = torch.tensor([[[0.0, 0.0]] * 10 + [[5.0, 5.0]] * 10 + [[9.0, 0.0]]])
+    result = TorchKMeans(n_iter=10, seed=0)(points, 3)
+    assert torch.bincount(result.labels[0], minlength=3).min() > 0
+    assert result.inertia[0].item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_input_is_rejected(backend):
+    km = build_kmeans(backend)
+    with pytest.raises(ValueError, match="k=9 is larger than the number of points per image N=8"):
+        km(torch.randn(1, 8, 4), 9)
+    bad = torch.randn(1, 8, 4)
+    bad[0, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        km(bad, 2)
+    with pytest.raises(ValueError, match=r"\(B, N, D\)"):
+        km(torch.randn(8, 4), 2)
+
+
+def test_auto_uses_faiss_on_cpu_and_unknown_backend_rejected():
+    auto = AutoKMeans()
+    chosen = auto.choose(torch.randn(1, 10, 4))
+    assert chosen.name == ("faiss" if faiss_available() else "torch")
+    with pytest.raises(ValueError, match="'auto', 'faiss', 'torch'"):
+        build_kmeans("sklearn")

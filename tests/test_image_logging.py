@@ -1,0 +1,54 @@
+"""Images go to W&B when it is the logger, to PNG files otherwise; only rank 0 logs."""
+
+import numpy as np
+import pytest
+from lightning.pytorch import Trainer
+from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
+
+from tmtcam.viz.image_logging import log_images
+
+
+def attached_module(tmp_path, logger):
+    module = BoringModel()
+    module.trainer = Trainer(logger=logger, default_root_dir=tmp_path, enable_progress_bar=False)
+    return module
+
+
+def test_png_fallback_writes_the_images(tmp_path):
+    module = attached_module(tmp_path, CSVLogger(tmp_path))
+    image = np.zeros((8, 12, 3), dtype=np.uint8)
+    image[:, :6] = 255
+    paths = log_images(module, "val/overlay", [image, image], captions=["a", "b"])
+    assert len(paths) == 2 and all(p.is_file() for p in paths)
+    assert "val_overlay" in str(paths[0])
+    assert np.array_equal(np.asarray(Image.open(paths[0])), image)
+
+
+def test_bad_images_are_rejected(tmp_path):
+    module = attached_module(tmp_path, CSVLogger(tmp_path))
+    with pytest.raises(ValueError, match="uint8"):
+        log_images(module, "x", [np.zeros((4, 4, 3), dtype=np.float32)])
+    with pytest.raises(ValueError, match="1 captions for 2 images"):
+        log_images(module, "x", [np.zeros((4, 4, 3), np.uint8)] * 2, captions=["only one"])
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_stores_images_with_masks(tmp_path):
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="tmtcam-test")
+    module = attached_module(tmp_path, logger)
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[:4] = 1
+    out = log_images(
+        module,
+        "seg",
+        [np.zeros((8, 8, 3), np.uint8)],
+        masks=[{"prediction": {"mask_data": mask, "class_labels": {0: "road", 1: "car"}}}],
+    )
+    logger.experiment.finish()
+    assert out == []
+    media = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
+    assert media, "no image files in the offline W&B run"

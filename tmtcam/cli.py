@@ -1,0 +1,79 @@
+"""Command line: LightningCLI (``fit/validate/test/predict``) plus ``demo``, ``bench`` and ``explain``.
+
+``python -m tmtcam fit --config experiments/...yaml`` is plain LightningCLI in subclass mode: the
+model and data module are chosen by ``class_path`` in the YAML, so any LightningModule / DataModule
+works and nothing here needs to know which tasks exist. The extra sub-commands are small programs
+with their own ``main(argv)``, imported only when asked for (so ``--help`` stays fast and a missing
+optional piece cannot break training).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from tmtcam.environment import apply_offline_defaults
+
+# sub-command -> {target: "module:function"}; the function takes the remaining argv and returns an exit code
+EXTRA_COMMANDS: dict[str, dict[str, str]] = {
+    "demo": {
+        "tmt": "tmtcam.pipelines.tmt_demo:main",
+        "promptcam": "tmtcam.pipelines.promptcam_demo:main",
+    },
+    "bench": {
+        "tmt": "tmtcam.pipelines.tmt_benchmark:main",
+        "speed": "tmtcam.bench.speed:main",
+        "all": "tmtcam.bench.run_all:main",
+    },
+    "explain": {"": "tmtcam.promptcam.explain:main"},
+}
+
+
+EXTRA_HELP = """tmtcam: LightningCLI sub-commands below, plus
+  tmtcam demo {tmt,promptcam} --out DIR      embedded synthetic end-to-end runs (make train-tmt / train-promptcam)
+  tmtcam bench {tmt,speed,all} [options]      accuracy / speed benchmarks -> docs/benchmarks.md
+  tmtcam explain --ckpt CKPT --images DIR --out DIR   Prompt-CAM trait heatmaps for a folder of images
+"""
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
+    targets = EXTRA_COMMANDS[command]
+    if "" in targets:
+        target = targets[""]
+    elif argv and argv[0] in targets:
+        target, argv = targets[argv[0]], argv[1:]
+    else:
+        choices = ", ".join(targets)
+        print(f"usage: tmtcam {command} {{{choices}}} [options]", file=sys.stderr)
+        return 2
+    module_name, function = target.split(":")
+    return int(getattr(importlib.import_module(module_name), function)(argv) or 0)
+
+
+def run_lightning_cli(argv: Sequence[str] | None) -> None:
+    """LightningCLI in subclass mode; every run keeps its last checkpoint so ``--ckpt_path last`` resumes."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True)]},
+        save_config_kwargs={"overwrite": True},
+        args=None if argv is None else list(argv),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    apply_offline_defaults()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in EXTRA_COMMANDS:
+        return _dispatch(args[0], args[1:])
+    if args[:1] in (["-h"], ["--help"]):
+        print(EXTRA_HELP)
+    run_lightning_cli(argv)
+    return 0

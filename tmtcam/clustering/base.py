@@ -1,0 +1,54 @@
+"""The k-means contract shared by every backend: a batch of point sets in, one clustering per set out.
+
+TMT clusters the patches of *each image* separately (regions never span images), so the natural
+unit is a batch ``(B, N, D)``; a backend may loop or vectorise over B as suits it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class KMeansResult:
+    """labels (B, N) int64 in [0, k); centroids (B, k, D) float32; inertia (B,) summed squared distance."""
+
+    labels: torch.Tensor
+    centroids: torch.Tensor
+    inertia: torch.Tensor
+
+
+class KMeans(Protocol):
+    """Anything callable as ``kmeans(points, k) -> KMeansResult``."""
+
+    name: str
+
+    def __call__(self, points: torch.Tensor, k: int) -> KMeansResult: ...
+
+
+def validate_points(points: torch.Tensor, k: int) -> torch.Tensor:
+    """Check shape, k and finiteness; return float32 points (faiss and k-means maths want float32).
+
+    k-means on NaN silently yields NaN centroids and arbitrary labels; that must surface at the call.
+    """
+    if points.dim() != 3:
+        raise ValueError(f"k-means expects points of shape (B, N, D), got {tuple(points.shape)}")
+    num_points = points.shape[1]
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k-means: k must be a positive integer, got {k!r}")
+    if k > num_points:
+        raise ValueError(f"k-means: k={k} is larger than the number of points per image N={num_points}")
+    points = points.detach().float()
+    if not torch.isfinite(points).all():
+        raise ValueError("k-means: input contains NaN or inf (check the features fed to clustering)")
+    return points
+
+
+def assign(points: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid per point and its squared distance: (B, N) labels, (B, N) distances."""
+    distances = torch.cdist(points, centroids).pow_(2)
+    best, labels = distances.min(dim=-1)
+    return labels, best

@@ -1,0 +1,52 @@
+"""Pick a k-means backend by name; ``auto`` picks the one measured fastest for the problem size.
+
+Measured on the project's CPU (``make bench``, docs/benchmarks.md): faiss wins on the CPU at every
+size, per image (196x384 -> 8: ~1.6 ms vs ~11 ms) and large (100k x 384 -> 64: ~1.3 s vs ~12 s).
+On a GPU the batched torch backend clusters the whole batch where the features already are (no host
+round trip, no per-image call), which suits TMT's many small per-image problems; large point sets
+still go to faiss (its GPU index when faiss-gpu is installed).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from tmtcam.clustering.base import KMeansResult
+from tmtcam.clustering.faiss_kmeans import FaissKMeans, faiss_available
+from tmtcam.clustering.torch_kmeans import TorchKMeans
+
+Backend = Literal["auto", "faiss", "torch"]
+
+# On CUDA, below this many points per image the batched torch backend is used (see module docstring).
+AUTO_FAISS_MIN_POINTS = 4096
+
+
+class AutoKMeans:
+    """faiss on CPU; on CUDA batched torch for small per-image problems and faiss for large ones."""
+
+    name = "auto"
+
+    def __init__(self, n_iter: int = 10, seed: int = 0) -> None:
+        self.small = TorchKMeans(n_iter=n_iter, seed=seed)
+        self.large = FaissKMeans(n_iter=n_iter, seed=seed) if faiss_available() else self.small
+
+    def choose(self, points: torch.Tensor) -> TorchKMeans | FaissKMeans:
+        if points.is_cuda and points.shape[1] < AUTO_FAISS_MIN_POINTS:
+            return self.small
+        return self.large
+
+    def __call__(self, points: torch.Tensor, k: int) -> KMeansResult:
+        return self.choose(points)(points, k)
+
+
+def build_kmeans(backend: Backend = "auto", n_iter: int = 10, seed: int = 0) -> AutoKMeans | FaissKMeans | TorchKMeans:
+    """Construct a k-means backend; an unknown name is rejected with the valid choices."""
+    if backend == "auto":
+        return AutoKMeans(n_iter=n_iter, seed=seed)
+    if backend == "faiss":
+        return FaissKMeans(n_iter=n_iter, seed=seed)
+    if backend == "torch":
+        return TorchKMeans(n_iter=n_iter, seed=seed)
+    raise ValueError(f"kmeans backend must be one of 'auto', 'faiss', 'torch'; got {backend!r}")

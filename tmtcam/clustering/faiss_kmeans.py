@@ -1,0 +1,88 @@
+"""faiss k-means, one clustering per image, on CPU or on this process's GPU.
+
+faiss is the fastest option for large point sets (100k+ points). On GPU it must not use
+``faiss.Kmeans(gpu=True)``: that spreads the index over *every* visible GPU, which under DDP means
+each rank grabs all devices. Instead each process lazily creates one ``StandardGpuResources`` for its
+own CUDA device the first time GPU clustering is asked for, and reuses it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tmtcam.clustering.base import KMeansResult, assign, validate_points
+from tmtcam.clustering.torch_kmeans import kmeans_plus_plus
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def faiss_gpu_available() -> bool:
+    if not faiss_available() or not torch.cuda.is_available():
+        return False
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class FaissKMeans:
+    """faiss ``Clustering`` per image; GPU index on the current CUDA device when input is on CUDA."""
+
+    name = "faiss"
+
+    def __init__(self, n_iter: int = 10, seed: int = 0, use_gpu: bool | None = None) -> None:
+        if not faiss_available():
+            raise ImportError("k-means backend 'faiss' needs the faiss package (pip install faiss-cpu)")
+        self.n_iter = n_iter
+        self.seed = seed
+        self.use_gpu = use_gpu
+        self._gpu_resources: dict[int, object] = {}
+
+    def __call__(self, points: torch.Tensor, k: int) -> KMeansResult:
+        x = validate_points(points, k)
+        on_gpu = self.use_gpu if self.use_gpu is not None else (x.is_cuda and faiss_gpu_available())
+        device = x.device
+        # faiss's own init is a uniform random pick, which often merges two true clusters; seed it with
+        # k-means++ (computed batched) so both backends start alike and converge alike
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        seeds = kmeans_plus_plus(x, k, generator).cpu().numpy()
+        host = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
+        centroids = np.stack(
+            [self._train(image, init, k, device if on_gpu else None) for image, init in zip(host, seeds, strict=True)]
+        )
+        centroids_t = torch.from_numpy(centroids).to(device)
+        labels, distances = assign(x, centroids_t)
+        return KMeansResult(labels=labels, centroids=centroids_t, inertia=distances.sum(dim=1))
+
+    def _train(self, points: np.ndarray, init: np.ndarray, k: int, device: torch.device | None) -> np.ndarray:
+        import faiss
+
+        num_points, dim = points.shape
+        clustering = faiss.Clustering(dim, k)
+        clustering.niter = self.n_iter
+        clustering.seed = self.seed
+        clustering.verbose = False
+        # small images have far fewer than faiss's preferred 39 points per centroid: that is intended,
+        # so silence the per-call warning instead of spamming the training log
+        clustering.min_points_per_centroid = 1
+        clustering.max_points_per_centroid = max(256, num_points)
+        faiss.copy_array_to_vector(np.ascontiguousarray(init, dtype=np.float32).ravel(), clustering.centroids)
+        index = self._gpu_index(dim, device) if device is not None else faiss.IndexFlatL2(dim)
+        clustering.train(points, index)
+        return faiss.vector_float_to_array(clustering.centroids).reshape(k, dim)
+
+    def _gpu_index(self, dim: int, device: torch.device):
+        import faiss
+
+        ordinal = device.index if device.index is not None else torch.cuda.current_device()
+        if ordinal not in self._gpu_resources:
+            self._gpu_resources[ordinal] = faiss.StandardGpuResources()
+        config = faiss.GpuIndexFlatConfig()
+        config.device = ordinal
+        return faiss.GpuIndexFlatL2(self._gpu_resources[ordinal], dim, config)

@@ -1,0 +1,1 @@
+"""Metrics: segmentation IoU tables and interpretability (trait localisation, insertion/deletion)."""

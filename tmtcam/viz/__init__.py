@@ -1,0 +1,1 @@
+"""Visualisation: overlays, heatmap grids, and image logging to W&B or PNG files."""
