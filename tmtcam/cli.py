@@ -52,17 +52,25 @@ def _dispatch(command: str, argv: list[str]) -> int:
 
 
 def run_lightning_cli(argv: Sequence[str] | None) -> None:
-    """LightningCLI in subclass mode; every run keeps its last checkpoint so ``--ckpt_path last`` resumes."""
+    """LightningCLI in subclass mode.
+
+    Every run keeps its last checkpoint (``--ckpt_path last`` resumes), stops cleanly on a NaN loss and
+    checks its run dir before training.
+    """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
+
+    from tmtcam.training.config_logging import SaveAndLogConfig
+    from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard
 
     LightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True)]},
+        trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True), NonFiniteLossGuard(), RunDirGuard()]},
+        save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
         args=None if argv is None else list(argv),
     )

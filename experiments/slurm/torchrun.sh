@@ -1,0 +1,22 @@
+#!/bin/bash
+# Multi-GPU training without SLURM: one node, all local GPUs, DDP launched by torchrun.
+#
+#   experiments/slurm/torchrun.sh experiments/tmt/gta5_to_cityscapes.yaml [extra CLI overrides...]
+#   NPROC=2 RUN_DIR=runs/my-run experiments/slurm/torchrun.sh experiments/promptcam/cub.yaml
+#
+# Lightning detects the torchrun environment (TorchElasticEnvironment); devices must equal NPROC.
+# Run it again with the same RUN_DIR to resume from that run's last.ckpt.
+set -euo pipefail
+CONFIG=${1:?usage: torchrun.sh CONFIG.yaml [overrides...]}
+shift
+NPROC=${NPROC:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+RUN_DIR=${RUN_DIR:-runs/$(basename "$CONFIG" .yaml)}
+export WANDB_RUN_ID=${WANDB_RUN_ID:-tmtcam-$(basename "$RUN_DIR")}
+export WANDB_RESUME=allow
+export NO_ALBUMENTATIONS_UPDATE=1
+RESUME=()
+if [ -f "$RUN_DIR/checkpoints/last.ckpt" ]; then RESUME=(--ckpt_path "$RUN_DIR/checkpoints/last.ckpt"); fi
+
+.venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m tmtcam fit --config "$CONFIG" \
+  --trainer.devices "$NPROC" --trainer.strategy ddp --trainer.default_root_dir "$RUN_DIR" \
+  "${RESUME[@]}" "$@"

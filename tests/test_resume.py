@@ -1,0 +1,55 @@
+"""Kill a training process mid-epoch, resume with --ckpt_path last, finish with the same step count."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS = Path(__file__).parent
+
+
+def fit_command(root: Path, extra: list[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "tmtcam", "fit",
+        "--model", "slow_boring.SlowBoringModel",
+        "--data", "lightning.pytorch.demos.boring_classes.BoringDataModule",
+        "--trainer.max_steps", "40",
+        "--trainer.limit_val_batches", "0",
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.callbacks+=ModelCheckpoint",
+        "--trainer.callbacks.dirpath", str(root / "steps"),
+        "--trainer.callbacks.every_n_train_steps", "5",
+        "--trainer.callbacks.save_last", "true",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_step(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(fit_command(tmp_path, []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "steps" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.is_file() and torch.load(last, weights_only=False)["global_step"] >= 10:
+            break
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, weights_only=False)["global_step"]
+    assert 10 <= killed_at < 40, "the run must be killed mid-way for this test to mean anything"
+
+    resumed = subprocess.run(fit_command(tmp_path, ["--ckpt_path", "last"]), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, weights_only=False)["global_step"] == 40
+    assert "Restoring states from the checkpoint" in resumed.stderr or "Restored all states" in resumed.stderr
+    # the step checkpoints rotate as configured (save_top_k=1): the newest, at the final step, is there
+    assert (tmp_path / "steps" / "epoch=0-step=40.ckpt").is_file()

@@ -1,0 +1,76 @@
+"""Training faults: NaN loss stops before the update and keeps the last good checkpoint; bad run dirs
+and foreign checkpoints are rejected with messages that name the problem."""
+
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.demos.boring_classes import BoringModel
+from torch import nn
+
+from tmtcam.training.checkpoint_compat import CheckpointMismatch, check_checkpoint, stamp_checkpoint
+from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard, TrainingFault, check_writable_dir
+
+
+class NaNAtStep(BoringModel):
+    def __init__(self, bad_step: int) -> None:
+        super().__init__()
+        self.bad_step = bad_step
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)["loss"]
+        if self.global_step == self.bad_step:
+            loss = loss * float("nan")
+        return loss
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_steps=10, logger=False, enable_progress_bar=False,
+        callbacks=[NonFiniteLossGuard(), checkpoints], limit_val_batches=0,
+    )
+    with pytest.raises(TrainingFault, match=r"loss is nan at global step 3 .*last good checkpoint is kept at .*last\.ckpt"):
+        trainer.fit(NaNAtStep(bad_step=3))
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 3
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_unwritable_run_dir_is_rejected_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    trainer = Trainer(default_root_dir=blocker / "run", max_steps=1, logger=False, callbacks=[RunDirGuard()])
+    model = BoringModel()
+    with pytest.raises(TrainingFault, match=r"a-file/run is not writable"):
+        trainer.fit(model)
+    assert trainer.global_step == 0
+
+
+def test_too_little_free_space_names_the_dir(tmp_path):
+    with pytest.raises(TrainingFault, match=rf"{tmp_path} has only .* MiB free"):
+        check_writable_dir(tmp_path, min_free_mib=10**12)
+
+
+class TaskA(nn.Module):
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, classes)
+
+
+class TaskB(TaskA):
+    pass
+
+
+def test_checkpoint_from_other_task_or_class_count_is_rejected_in_words():
+    checkpoint = {"state_dict": TaskA(3).state_dict()}
+    stamp_checkpoint(checkpoint, TaskA(3), num_classes=3)
+    check_checkpoint(checkpoint, TaskA(3), num_classes=3)
+    with pytest.raises(CheckpointMismatch, match="written by task 'TaskA', not 'TaskB'"):
+        check_checkpoint(checkpoint, TaskB(3), num_classes=3)
+    with pytest.raises(CheckpointMismatch, match="has 3 classes but this run has 5"):
+        check_checkpoint(checkpoint, TaskA(5), num_classes=5)
+    unstamped = {"state_dict": TaskA(3).state_dict()}
+    with pytest.raises(CheckpointMismatch, match=r"head.weight \(3, 4\) vs \(5, 4\)"):
+        check_checkpoint(unstamped, TaskA(5), num_classes=5)

@@ -1,0 +1,1 @@
+"""Training plumbing shared by every task: config logging, fault handling."""

@@ -1,0 +1,75 @@
+"""Fail early and clearly, and never lose what a run already wrote.
+
+* :class:`RunDirGuard` checks, before any training step, that the run directory can be written and
+  has room for checkpoints: a full disk found after an hour of training would cost that hour.
+* :class:`NonFiniteLossGuard` stops at the first NaN/inf loss *before* backward, so the weights are
+  never overwritten with NaN and the last good checkpoint stays the newest one on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class TrainingFault(RuntimeError):
+    """A run stopped on purpose because continuing would produce garbage or lose data."""
+
+
+class NonFiniteLossGuard(Callback):
+    """Raise :class:`TrainingFault` when the training loss is NaN or inf, naming the step."""
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        value = float(loss.detach().float().item())
+        if math.isfinite(value):
+            return
+        checkpoint = _newest_checkpoint(trainer)
+        kept = f"the last good checkpoint is kept at {checkpoint}" if checkpoint else "no checkpoint had been written yet"
+        raise TrainingFault(
+            f"training loss is {value} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"stopped before the weights were updated, {kept}. Try: a lower learning rate "
+            f"(model.init_args.lr), gradient clipping (--trainer.gradient_clip_val 1.0), precision 32 "
+            f"(--trainer.precision 32-true), and check the batch for corrupt inputs/labels."
+        )
+
+
+class RunDirGuard(Callback):
+    """Reject an unwritable or nearly full run directory at setup, before any work is done."""
+
+    def __init__(self, min_free_mib: int = 256) -> None:
+        self.min_free_mib = min_free_mib
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.global_rank == 0:
+            check_writable_dir(Path(trainer.default_root_dir), self.min_free_mib)
+
+
+def check_writable_dir(directory: Path, min_free_mib: int = 256) -> None:
+    """Raise :class:`TrainingFault` naming ``directory`` if it cannot hold a run's outputs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise TrainingFault(
+            f"run directory {directory} is not writable ({err.strerror or err}); "
+            f"choose another with --trainer.default_root_dir"
+        ) from err
+    free_mib = shutil.disk_usage(directory).free / 2**20
+    if free_mib < min_free_mib:
+        raise TrainingFault(
+            f"run directory {directory} has only {free_mib:.0f} MiB free (< {min_free_mib} MiB needed for "
+            f"checkpoints and logs); free space or choose another --trainer.default_root_dir"
+        )
+
+
+def _newest_checkpoint(trainer: Trainer) -> str | None:
+    paths = [cb.last_model_path or cb.best_model_path for cb in trainer.checkpoint_callbacks]
+    existing = [p for p in paths if p and Path(p).is_file()]
+    return existing[0] if existing else None
