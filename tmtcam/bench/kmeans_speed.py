@@ -6,6 +6,7 @@ regions, e.g. ViT-S/16 at 224 px) and a large single problem (100k x 384 -> 64).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,11 @@ def _blas_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return (points**2).sum(1)[:, None] - 2 * points @ centroids.T + (centroids**2).sum(1)[None]
 
 
+def _naive_batch(images: np.ndarray, k: int) -> None:
+    for image in images:
+        naive_numpy_kmeans(image.copy(), k)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """ms per call for each backend on both shapes, and whether ``auto`` chose the fastest."""
     generator = torch.Generator().manual_seed(0)
@@ -49,10 +55,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         repeats = 5 if shape_name == "per_image" else (1 if not quick else 2)
         row: dict[str, Any] = {}
         for name, backend in backends.items():
-            timing = time_call(lambda backend=backend: backend(points, k), repeats=repeats, warmup=1)
+            timing = time_call(partial(backend, points, k), repeats=repeats, warmup=1)
             row[name] = round(timing.median * 1000 / images, 3)
-        host = points.numpy()
-        naive = time_call(lambda: [naive_numpy_kmeans(image.copy(), k) for image in host], repeats=repeats, warmup=0)
+        naive = time_call(partial(_naive_batch, points.numpy(), k), repeats=repeats, warmup=0)
         row["naive_numpy"] = round(naive.median * 1000 / images, 3)
         chosen = AutoKMeans().choose(points).name
         fastest = min((name for name in backends), key=lambda name: row[name])
