@@ -156,3 +156,13 @@ def test_weights_from_local_file_and_offline_errors(tmp_path):
 def test_unknown_model_name_is_rejected():
     with pytest.raises(ValueError, match="vit_nonexistent_patch16"):
         ViTBackbone("vit_nonexistent_patch16")
+
+
+@pytest.mark.slow
+def test_compiled_blocks_match_eager_and_keep_state_dict_keys():
+    torch.manual_seed(0)
+    compiled = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, compile_blocks=True)
+    eager = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
+    eager.load_state_dict(compiled.state_dict())  # same keys, no "_orig_mod." prefixes
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(compiled(images).patch_tokens, eager(images).patch_tokens, atol=1e-5)

@@ -55,6 +55,9 @@ class ViTBackbone(nn.Module):
             (e.g. ``vit_tiny_patch16_224`` with patch 8, width 192, depth 6 for CPU runs).
         drop_path_rate: stochastic depth of the timm model.
         grad_checkpointing: recompute block activations in backward (large ViTs, long sequences).
+        compile_blocks: ``torch.compile`` every block but the last, in place (state-dict keys are
+            unchanged, so checkpoints stay interchangeable). The last block is left eager because
+            trait maps read its attention through a hook.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class ViTBackbone(nn.Module):
         num_heads: int | None = None,
         drop_path_rate: float = 0.0,
         grad_checkpointing: bool = False,
+        compile_blocks: bool = False,
     ) -> None:
         super().__init__()
         overrides: dict[str, Any] = {"drop_path_rate": drop_path_rate}
@@ -81,6 +85,9 @@ class ViTBackbone(nn.Module):
             model_name, pretrained=pretrained, weights=weights, img_size=img_size, model_overrides=overrides
         )
         self.grad_checkpointing = grad_checkpointing
+        if compile_blocks:
+            for block in list(self.vit.blocks)[:-1]:
+                block.compile()
         self._last_attention: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------- properties
