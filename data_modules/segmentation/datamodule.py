@@ -1,0 +1,194 @@
+"""``DomainPairDataModule``: source and target batches side by side for cross-domain segmentation.
+
+Training yields ``{"source": batch, "target": batch}`` from a Lightning ``CombinedLoader`` in
+``max_size_cycle`` mode: an epoch runs over the larger domain and the smaller one cycles, so a few
+labelled target images keep flowing beside a large source set. Validation, test and predict use
+the target domain only. Augmentation is reproducible: each DataLoader worker reseeds its copy of
+the albumentations pipeline from the worker seed torch derives from the global seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from data_modules.segmentation.factory import build_segmentation_dataset, domain_class_names
+from data_modules.segmentation.image_dataset import SegmentationImageDataset, verify_dataset
+from data_modules.segmentation.label_maps import IGNORE_INDEX
+from data_modules.segmentation.specs import DomainSpec, check_spec
+from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
+
+SYNTHETIC_SCALE_RANGE = (1.0, 1.5)  # rendered at crop size: only zoom in, never pad with ignore
+REAL_SCALE_RANGE = (0.5, 2.0)
+_STREAMS = {"source": 0, "target": 1, "val": 2, "test": 3}  # seed offsets: each loader its own stream
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation stream per worker."""
+    info = get_worker_info()
+    info.dataset.transform.reseed(info.seed % 2**32)
+
+
+class DomainPairDataModule(L.LightningDataModule):
+    """A source and a target domain, each a :class:`DomainSpec` (a YAML mapping).
+
+    Args:
+        source: the domain the model comes from (labelled).
+        target: the domain to adapt to; ``labelled: false`` for unsupervised adaptation.
+        target_val: validation data (``None``: ``target`` with ``split: val``, labelled, uncapped).
+        target_test: test/predict data (``None``: synthetic targets use ``target`` with ``split: test``,
+            labelled, uncapped; real ones reuse ``target_val``, as the literature evaluates on the
+            official val split).
+        crop_size: training crop side; also the rendering size of synthetic domains.
+        batch_size: per-domain training batch size.
+        val_batch_size: evaluation batch size (``None`` = batch_size). Real datasets whose images
+            differ in size (Mapillary, some folders) need 1 or a ``base_size`` that equalises them.
+        num_workers: DataLoader worker processes per loader.
+        scale_range: random rescale range for training (``None``: (1.0, 1.5) for synthetic,
+            (0.5, 2.0) for real data).
+        base_size: real data: resize the shorter side to this before augmenting, and for
+            evaluation (``None`` = native resolution).
+        color_jitter: light colour jitter in training (``None``: on for real, off for synthetic).
+        seed: shuffling and augmentation seed.
+        pin_memory: pin host memory in the DataLoaders (worth it on GPU).
+        verify: decode and check every real image and mask during ``setup`` (slow on big sets), so a
+            bad file fails the run before training rather than in the middle of an epoch.
+    """
+
+    def __init__(
+        self,
+        source: DomainSpec,
+        target: DomainSpec,
+        target_val: DomainSpec | None = None,
+        target_test: DomainSpec | None = None,
+        crop_size: int = 64,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        scale_range: tuple[float, float] | None = None,
+        base_size: int | None = None,
+        color_jitter: bool | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+        verify: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        # specs are stored as plain YAML mappings in hparams.yaml and checkpoints
+        for role in ("source", "target", "target_val", "target_test"):
+            if isinstance(self.hparams[role], DomainSpec):
+                self.hparams[role] = dataclasses.asdict(self.hparams[role])
+        self.source = self._complete(source, "source")
+        self.target = self._complete(target, "target")
+        val = target_val or self.target.replace(split="val", labelled=True, num_images=None)
+        self.target_val = self._complete(val, "target")
+        if target_test is not None:
+            self.target_test = self._complete(target_test, "target")
+        elif self.target.dataset == "synthetic":
+            self.target_test = self.target.replace(split="test", labelled=True, num_images=None)
+        else:
+            self.target_test = self.target_val
+        self._check_label_spaces()
+        self.datasets: dict[str, Dataset] = {}
+
+    def _complete(self, spec: DomainSpec, role: str) -> DomainSpec:
+        """Fill what the role implies (the synthetic domain and rendering size) and check the spec."""
+        if isinstance(spec, dict):  # plain mappings from Python callers
+            spec = DomainSpec(**spec)
+        if spec.dataset == "synthetic":
+            spec = spec.replace(
+                domain=spec.domain or role, image_size=spec.image_size or self.hparams.crop_size
+            )
+        check_spec(spec, role)
+        return spec
+
+    def _check_label_spaces(self) -> None:
+        names = domain_class_names(self.source)
+        for role, spec in (
+            ("target", self.target),
+            ("target_val", self.target_val),
+            ("target_test", self.target_test),
+        ):
+            if domain_class_names(spec) != names:
+                raise ValueError(
+                    f"{role} ({spec.dataset}) uses classes {domain_class_names(spec)} but the source "
+                    f"({self.source.dataset}) uses {names}; both domains need one label space"
+                )
+
+    @property
+    def class_names(self) -> list[str]:
+        return domain_class_names(self.source)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def ignore_index(self) -> int:
+        return IGNORE_INDEX
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._build("source", self.source, train=True)
+            self._build("target", self.target, train=True)
+        if stage in (None, "fit", "validate"):
+            self._build("val", self.target_val, train=False)
+        if stage in (None, "test", "predict"):
+            self._build("test", self.target_test, train=False)
+
+    def _build(self, name: str, spec: DomainSpec, train: bool) -> None:
+        if name in self.datasets:
+            return
+        h = self.hparams
+        synthetic = spec.dataset == "synthetic"
+        base_size = None if synthetic else h.base_size
+        if train:
+            scale = h.scale_range or (SYNTHETIC_SCALE_RANGE if synthetic else REAL_SCALE_RANGE)
+            jitter = (not synthetic) if h.color_jitter is None else h.color_jitter
+            seed = h.seed + _STREAMS[name]
+            transform = build_train_transform(h.crop_size, tuple(scale), base_size, jitter, seed)
+        else:
+            transform = build_eval_transform(base_size)
+        dataset = build_segmentation_dataset(spec, transform)
+        if h.verify and isinstance(dataset, SegmentationImageDataset):
+            verify_dataset(dataset)
+        self.datasets[name] = dataset
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if name not in self.datasets:
+            raise RuntimeError(f"call setup() before asking for the {name!r} dataloader")
+        dataset, workers = self.datasets[name], self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.hparams.pin_memory,
+            worker_init_fn=seed_worker_transform if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.hparams.seed + _STREAMS[name]) if shuffle else None,
+        )
+
+    @property
+    def _eval_batch_size(self) -> int:
+        return self.hparams.val_batch_size or self.hparams.batch_size
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = {
+            role: self._loader(role, self.hparams.batch_size, shuffle=True) for role in ("source", "target")
+        }
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self._eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self._eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

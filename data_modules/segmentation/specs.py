@@ -1,0 +1,100 @@
+"""``DomainSpec``: one domain of a source -> target pair, written as a plain YAML mapping.
+
+A single flat dataclass (rather than one class per format) keeps configs short and lets
+jsonargparse parse ``source: {dataset: gta5, root: /data/gta5}`` without ``class_path`` noise;
+the fields a format does not use are simply left at their defaults, and :func:`check_spec`
+rejects the combinations that cannot work before any file is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+REAL_DATASETS: tuple[str, ...] = (
+    "cityscapes", "gta5", "synthia", "acdc", "darkzurich", "bdd100k", "mapillary", "folder",
+)  # fmt: skip
+DATASET_NAMES: tuple[str, ...] = ("synthetic", *REAL_DATASETS)
+SYNTHETIC_DOMAINS: tuple[str, ...] = ("source", "target")
+ACDC_CONDITIONS: tuple[str, ...] = ("fog", "night", "rain", "snow")
+
+
+@dataclass
+class DomainSpec:
+    """One domain's data.
+
+    Args:
+        dataset: ``synthetic`` | ``cityscapes`` | ``gta5`` | ``synthia`` | ``acdc`` | ``darkzurich``
+            | ``bdd100k`` | ``mapillary`` | ``folder``.
+        root: dataset root for real formats (see docs/datasets.md for each layout).
+        split: ``train`` | ``val`` | ``test`` (Mapillary's ``training``/``validation`` also accepted).
+        pair: synthetic only: name of an embedded pair (:data:`SYNTHETIC_PAIRS`).
+        domain: synthetic only: ``source`` | ``target``; the DataModule fills it from the role.
+        num_images: synthetic: how many images (``None``: 1000 for train, 200 otherwise);
+            real: optional cap, the first N files in sorted order.
+        labelled: ``False`` serves every mask as all-``IGNORE_INDEX`` (unlabelled target); masks
+            need not exist then.
+        image_dir / mask_dir: ``folder`` only: the two folders (relative to ``root`` if given).
+        image_suffix / mask_suffix: ``folder`` only: how image and mask names end; a pair shares
+            the rest of its path relative to its folder.
+        id_map: ``folder`` only: raw mask id -> train id; unlisted ids become 255. Without it the
+            masks must already hold train ids ``< num_classes`` (or 255).
+        num_classes: ``folder`` only: size of the label space (``None``: 19, Cityscapes).
+        class_names: ``folder`` only: names of the classes (``None``: Cityscapes names for 19
+            classes, else ``class_0 ..``); its length sets ``num_classes`` when that is ``None``.
+        condition: ACDC only: ``fog`` | ``night`` | ``rain`` | ``snow``; ``None`` = all four.
+        seed: synthetic only: the image generator's seed.
+        image_size: synthetic only: rendering size; the DataModule sets it to ``crop_size``
+            (``None`` elsewhere means 64).
+    """
+
+    dataset: str
+    root: str | None = None
+    split: str = "train"
+    pair: str | None = None
+    domain: str | None = None
+    num_images: int | None = None
+    labelled: bool = True
+    image_dir: str | None = None
+    mask_dir: str | None = None
+    image_suffix: str = ".png"
+    mask_suffix: str = ".png"
+    id_map: dict[int, int] | None = None
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    condition: str | None = None
+    seed: int = 0
+    image_size: int | None = None
+
+    def replace(self, **changes: object) -> DomainSpec:
+        """A copy with some fields changed (specs are shared between loaders, so never mutated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def check_spec(spec: DomainSpec, role: str = "domain") -> None:
+    """Refuse impossible specs early, naming the field; ``role`` (source/target) goes in the message."""
+    if spec.dataset not in DATASET_NAMES:
+        raise KeyError(f"{role}.dataset: unknown dataset {spec.dataset!r}; choose one of {DATASET_NAMES}")
+    if spec.num_images is not None and spec.num_images < 1:
+        raise ValueError(f"{role}.num_images must be >= 1 or null, got {spec.num_images}")
+    if spec.dataset == "synthetic":
+        if spec.pair is None:
+            raise ValueError(f"{role}.pair is required for synthetic data (see SYNTHETIC_PAIRS)")
+        if spec.domain is not None and spec.domain not in SYNTHETIC_DOMAINS:
+            raise ValueError(f"{role}.domain must be one of {SYNTHETIC_DOMAINS}, got {spec.domain!r}")
+        if spec.image_size is not None and spec.image_size < 16:
+            raise ValueError(f"{role}.image_size must be >= 16, got {spec.image_size}")
+        return
+    if spec.dataset == "folder":
+        if spec.image_dir is None or (spec.labelled and spec.mask_dir is None):
+            raise ValueError(f"{role}: the folder reader needs image_dir and (when labelled) mask_dir")
+    elif spec.root is None:
+        raise ValueError(f"{role}.root is required for dataset {spec.dataset!r}")
+    if spec.condition is not None and spec.condition not in ACDC_CONDITIONS:
+        raise ValueError(f"{role}.condition must be one of {ACDC_CONDITIONS} or null, got {spec.condition!r}")
+    if (
+        spec.class_names is not None
+        and spec.num_classes is not None
+        and len(spec.class_names) != spec.num_classes
+    ):
+        raise ValueError(f"{role}: {len(spec.class_names)} class_names but num_classes={spec.num_classes}")

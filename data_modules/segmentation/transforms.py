@@ -1,0 +1,112 @@
+"""albumentations pipelines for image + mask pairs, and the conversion to tensors.
+
+Train: optional resize of the shorter side to ``base_size``, random scale in ``scale_range``,
+pad (image 0, mask ``IGNORE_INDEX`` so padding never counts as a class), random ``crop_size``
+crop, horizontal flip, and for camera images a light colour jitter. Eval: optional shorter-side
+resize, nothing random. Masks are always resampled with nearest neighbour, so train ids stay ids.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from data_modules.segmentation.label_maps import IGNORE_INDEX
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class SegmentationTransform:
+    """An albumentations ``Compose`` ending in ImageNet normalisation, returning tensors.
+
+    Input: (H, W, 3) uint8 image and (H, W) uint8 train-id mask; output: (3, H', W') float32 image
+    and (H', W') int64 mask.
+    """
+
+    def __init__(self, steps: list[A.BasicTransform], seed: int | None = None) -> None:
+        self.compose = A.Compose(
+            [*steps, A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0)], seed=seed
+        )
+
+    def reseed(self, seed: int) -> None:
+        """Give this copy its own random stream (one per DataLoader worker, see the datamodule)."""
+        self.compose.set_random_seed(seed)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape[:2]}")
+        out = self.compose(image=image, mask=mask)
+        tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
+        return tensor, torch.from_numpy(np.ascontiguousarray(out["mask"], dtype=np.int64))
+
+
+def build_train_transform(
+    crop_size: int,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    base_size: int | None = None,
+    color_jitter: bool = True,
+    seed: int | None = None,
+) -> SegmentationTransform:
+    """Random scale -> pad -> random crop -> flip (-> colour jitter).
+
+    Args:
+        crop_size: side of the square training crop.
+        scale_range: random rescale factors, applied after the ``base_size`` resize.
+        base_size: resize the shorter side to this first (e.g. 512 for 2048x1024 Cityscapes);
+            ``None`` keeps the native size.
+        color_jitter: brightness/contrast/saturation/hue jitter (real photos; the embedded domains
+            keep their colours, which *are* the domain).
+        seed: albumentations seed (workers reseed their own copy).
+    """
+    low, high = scale_range
+    if crop_size < 1 or not 0 < low <= high:
+        raise ValueError(
+            f"need crop_size >= 1 and 0 < scale_range[0] <= scale_range[1], got {crop_size}, {scale_range}"
+        )
+    steps: list[A.BasicTransform] = [*_base_resize(base_size)]
+    if (low, high) != (1.0, 1.0):
+        steps.append(
+            A.RandomScale(
+                scale_limit=(low - 1.0, high - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+            )
+        )
+    steps += [
+        A.PadIfNeeded(crop_size, crop_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+        A.RandomCrop(crop_size, crop_size),
+        A.HorizontalFlip(p=0.5),
+    ]
+    if color_jitter:
+        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5))
+    return SegmentationTransform(steps, seed)
+
+
+def build_eval_transform(base_size: int | None = None) -> SegmentationTransform:
+    """Deterministic: shorter side resized to ``base_size`` (``None`` = native size), then normalised."""
+    return SegmentationTransform(list(_base_resize(base_size)), seed=0)
+
+
+def _base_resize(base_size: int | None) -> tuple[A.BasicTransform, ...]:
+    if base_size is None:
+        return ()
+    if base_size < 1:
+        raise ValueError(f"base_size must be >= 1 or None, got {base_size}")
+    return (
+        A.SmallestMaxSize(
+            max_size=base_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
+        ),
+    )
+
+
+def denormalize(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) ImageNet-normalised -> RGB in [0, 1], for visualisation."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image * std + mean).clamp(0.0, 1.0)

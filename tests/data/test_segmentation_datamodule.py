@@ -1,0 +1,149 @@
+"""DomainPairDataModule: paired training batches, target evaluation loaders, label spaces, transforms."""
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from jsonargparse import ArgumentParser
+from PIL import Image
+
+from data_modules.segmentation import (
+    CITYSCAPES_CLASSES,
+    IGNORE_INDEX,
+    IMAGENET_MEAN,
+    SCENE_CLASSES,
+    DomainPairDataModule,
+    DomainSpec,
+    build_train_transform,
+    denormalize,
+)
+
+
+def synthetic(pair="clear_to_fog", **fields) -> DomainSpec:
+    return DomainSpec("synthetic", pair=pair, **fields)
+
+
+def first_train_batch(datamodule: DomainPairDataModule) -> dict:
+    datamodule.setup("fit")
+    batch, _, _ = next(iter(datamodule.train_dataloader()))  # CombinedLoader: (batch, index, loader index)
+    return batch
+
+
+def test_training_yields_source_and_target_batches_of_the_right_shapes():
+    datamodule = DomainPairDataModule(
+        synthetic(num_images=12), synthetic(num_images=5), crop_size=32, batch_size=4
+    )
+    batch = first_train_batch(datamodule)
+    assert set(batch) == {"source", "target"}
+    for role in ("source", "target"):
+        assert batch[role]["image"].shape == (4, 3, 32, 32) and batch[role]["image"].dtype == torch.float32
+        assert batch[role]["mask"].shape == (4, 32, 32) and batch[role]["mask"].dtype == torch.int64
+        assert all(f"/{role}/train/" in path for path in batch[role]["path"])
+    assert set(batch["target"]["mask"].unique().tolist()) <= set(range(len(SCENE_CLASSES)))
+    # max_size_cycle: the epoch follows the larger source set (12 // 4 batches), the target cycles.
+    assert len(list(datamodule.train_dataloader())) == 3
+
+
+def test_unlabelled_target_gives_all_ignore_masks_but_validation_is_labelled():
+    datamodule = DomainPairDataModule(
+        synthetic(num_images=4), synthetic(num_images=4, labelled=False), batch_size=2
+    )
+    batch = first_train_batch(datamodule)
+    assert torch.all(batch["target"]["mask"] == IGNORE_INDEX)
+    assert (batch["source"]["mask"] != IGNORE_INDEX).any()
+    assert datamodule.target_val.labelled and datamodule.target_val.split == "val"
+
+
+def test_val_and_test_loaders_serve_target_images_at_the_rendering_size():
+    datamodule = DomainPairDataModule(
+        synthetic(), synthetic(num_images=3), target_val=synthetic(split="val", num_images=5), crop_size=48,
+        batch_size=2, val_batch_size=5,
+    )  # fmt: skip
+    datamodule.setup("validate")
+    datamodule.setup("test")
+    val = next(iter(datamodule.val_dataloader()))
+    assert val["image"].shape == (5, 3, 48, 48) and val["mask"].shape == (5, 48, 48)
+    assert all("/target/val/" in path for path in val["path"])
+    test = next(iter(datamodule.test_dataloader()))
+    assert all("/target/test/" in path for path in test["path"])
+    assert len(datamodule.test_dataloader().dataset) == 200  # default synthetic test size
+    assert next(iter(datamodule.predict_dataloader()))["path"] == test["path"]
+
+
+def test_class_metadata_comes_from_the_source_label_space():
+    datamodule = DomainPairDataModule(synthetic(), synthetic())
+    assert datamodule.num_classes == 8 and datamodule.class_names == list(SCENE_CLASSES)
+    assert datamodule.ignore_index == 255
+    real = DomainPairDataModule(
+        DomainSpec("gta5", root="/data/gta5"), DomainSpec("cityscapes", root="/data/cs")
+    )
+    assert real.num_classes == 19 and real.class_names == list(CITYSCAPES_CLASSES)
+    assert real.target_test == real.target_val  # real data: evaluate on the official val split
+
+
+def test_mismatched_label_spaces_are_refused():
+    with pytest.raises(ValueError, match="one label space"):
+        DomainPairDataModule(synthetic(), DomainSpec("cityscapes", root="/data/cs"))
+
+
+def test_plain_mappings_are_accepted_as_specs():
+    datamodule = DomainPairDataModule(
+        {"dataset": "synthetic", "pair": "day_to_night"}, synthetic("day_to_night")
+    )
+    assert datamodule.source.domain == "source" and datamodule.target.domain == "target"
+    assert datamodule.source.image_size == 64
+
+
+def test_yaml_domain_specs_parse_as_in_docs():
+    """The DomainSpec snippets of docs/datasets.md are plain mappings under the datamodule's init_args."""
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(L.LightningDataModule, "data")
+    config = parser.parse_string(
+        """
+        data:
+          class_path: data_modules.segmentation.DomainPairDataModule
+          init_args:
+            source: {dataset: gta5, root: /data/gta5}
+            target: {dataset: folder, root: /data/mine, image_dir: images, mask_dir: labels,
+                     image_suffix: .jpg, mask_suffix: _ids.png, id_map: {7: 0, 26: 13}, labelled: false}
+            target_val: {dataset: cityscapes, root: /data/cityscapes, split: val}
+        """
+    )
+    datamodule = parser.instantiate(config).data
+    assert datamodule.source == DomainSpec("gta5", root="/data/gta5")
+    assert datamodule.target.id_map == {7: 0, 26: 13} and datamodule.target.labelled is False
+    assert datamodule.target_val.split == "val" and datamodule.num_classes == 19
+
+
+def test_real_data_is_cropped_padded_with_ignore_and_workers_load_it(tmp_path: Path):
+    for name in ("a", "b", "c"):
+        folder = tmp_path / "images" / "10k" / "train"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(folder / f"{name}.jpg")
+        masks = tmp_path / "labels" / "sem_seg" / "masks" / "train"
+        masks.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 30), 13, np.uint8)).save(masks / f"{name}.png")
+    spec = DomainSpec("bdd100k", root=str(tmp_path))
+    datamodule = DomainPairDataModule(
+        spec, spec, target_val=spec, crop_size=40, batch_size=2, scale_range=(1.0, 1.0), num_workers=1
+    )
+    batch = first_train_batch(datamodule)
+    mask = batch["source"]["mask"]
+    assert mask.shape == (2, 40, 40)
+    assert set(mask.unique().tolist()) == {13, IGNORE_INDEX}  # padding never becomes a class
+    assert (mask == 13).sum(dim=(1, 2)).tolist() == [
+        600,
+        600,
+    ]  # nearest-neighbour: no new ids, no lost pixels
+
+
+def test_train_transform_keeps_ids_and_denormalize_inverts_normalisation():
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mask = (np.arange(32)[None, :] // 4).repeat(32, 0).astype(np.uint8)
+    tensor, out_mask = build_train_transform(24, scale_range=(0.7, 1.6), seed=1)(image, mask)
+    assert tensor.shape == (3, 24, 24) and out_mask.shape == (24, 24)
+    assert set(out_mask.unique().tolist()) <= set(range(8)) | {IGNORE_INDEX}
+    flat = torch.zeros(3, 2, 2)
+    assert torch.allclose(denormalize(flat)[:, 0, 0], torch.tensor(IMAGENET_MEAN))

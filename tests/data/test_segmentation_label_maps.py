@@ -1,0 +1,73 @@
+"""Label tables and the raw-id -> train-id mapping, on hand-made inputs."""
+
+import numpy as np
+import pytest
+
+from data_modules.segmentation import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_LABEL_TO_TRAIN,
+    IGNORE_INDEX,
+    MAPILLARY_TO_TRAIN,
+    SYNTHIA_13,
+    SYNTHIA_16,
+    SYNTHIA_TO_TRAIN,
+    LabelIdError,
+    LabelMapping,
+)
+from data_modules.segmentation.label_maps import id_map_mapping, identity_mapping
+
+
+def test_cityscapes_tables_cover_each_train_id_once():
+    assert len(CITYSCAPES_CLASSES) == 19
+    assert sorted(CITYSCAPES_LABEL_TO_TRAIN.values()) == list(range(19))
+    assert CITYSCAPES_LABEL_TO_TRAIN[7] == CITYSCAPES_CLASSES.index("road")
+    assert CITYSCAPES_LABEL_TO_TRAIN[26] == CITYSCAPES_CLASSES.index("car")
+    assert CITYSCAPES_LABEL_TO_TRAIN[33] == CITYSCAPES_CLASSES.index("bicycle")
+
+
+def test_synthia_maps_sixteen_classes_and_the_thirteen_drop_wall_fence_pole():
+    assert len(set(SYNTHIA_TO_TRAIN.values())) == 16 and SYNTHIA_16 == tuple(
+        sorted(set(SYNTHIA_TO_TRAIN.values()))
+    )
+    absent = {CITYSCAPES_CLASSES[i] for i in range(19) if i not in SYNTHIA_16}
+    assert absent == {"terrain", "truck", "train"}
+    assert {CITYSCAPES_CLASSES[i] for i in set(SYNTHIA_16) - set(SYNTHIA_13)} == {"wall", "fence", "pole"}
+    assert len(SYNTHIA_13) == 13
+
+
+def test_mapillary_map_hits_every_cityscapes_class_and_only_valid_ids():
+    assert set(MAPILLARY_TO_TRAIN.values()) == set(range(19))
+    assert all(0 <= raw <= 65 for raw in MAPILLARY_TO_TRAIN)
+    assert MAPILLARY_TO_TRAIN[55] == CITYSCAPES_CLASSES.index("car") and 65 not in MAPILLARY_TO_TRAIN
+
+
+def test_mapping_applies_the_table_and_ignores_known_unmapped_ids():
+    mapping = LabelMapping({3: 0, 5: 1}, frozenset({0, 3, 5}))
+    raw = np.array([[3, 5], [0, 255]], dtype=np.uint8)
+    np.testing.assert_array_equal(mapping.apply(raw, "m.png"), [[0, 1], [IGNORE_INDEX, IGNORE_INDEX]])
+    assert mapping.apply(raw, "m.png").dtype == np.uint8
+
+
+def test_mapping_refuses_unknown_ids_naming_the_file_and_values():
+    mapping = LabelMapping({3: 0}, frozenset({3}))
+    with pytest.raises(LabelIdError, match=r"labels/x\.png.*\[4, 9\]"):
+        mapping.apply(np.array([[3, 4, 9, 4]], dtype=np.uint16), "labels/x.png")
+
+
+def test_sixteen_bit_ids_are_handled():
+    mapping = LabelMapping({1000: 2}, None)
+    np.testing.assert_array_equal(
+        mapping.apply(np.array([[1000, 7]], dtype=np.uint16), "m"), [[2, IGNORE_INDEX]]
+    )
+
+
+def test_identity_and_user_id_maps():
+    np.testing.assert_array_equal(
+        identity_mapping(3).apply(np.array([[0, 2, 255]], np.uint8), "m"), [[0, 2, 255]]
+    )
+    with pytest.raises(LabelIdError, match="m.png"):
+        identity_mapping(3).apply(np.array([[3]], np.uint8), "m.png")
+    user = id_map_mapping({"10": "1", 20: 0}, num_classes=2)  # YAML may give strings
+    np.testing.assert_array_equal(user.apply(np.array([[10, 20, 30]], np.uint8), "m"), [[1, 0, IGNORE_INDEX]])
+    with pytest.raises(ValueError, match="10 -> 5"):
+        id_map_mapping({10: 5}, num_classes=2)
