@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast train-tmt train-promptcam bench lint

@@ -6,6 +6,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tmtcam/environment.py
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -19,4 +20,6 @@ def tiny_vit():
     from tmtcam.backbones import ViTBackbone
 
     torch.manual_seed(0)
-    return ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4).eval()
+    return ViTBackbone(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4
+    ).eval()

@@ -38,9 +38,13 @@ class BackboneOutput:
     prefix_tokens: torch.Tensor  # (B, num_prefix, D): CLS and register tokens
     prompt_tokens: torch.Tensor | None  # (B, P, D): prompt outputs of the last block
     grid: tuple[int, int]  # patch grid (h, w), h * w == N
-    features: dict[int, torch.Tensor] = field(default_factory=dict)  # block i -> (B, N, D) patch tokens, pre-norm
+    features: dict[int, torch.Tensor] = field(
+        default_factory=dict
+    )  # block i -> (B, N, D) patch tokens, pre-norm
     last_attention: torch.Tensor | None = None  # (B, H, S, S) probabilities of the last block
-    last_block_input: torch.Tensor | None = None  # (B, S, D) tokens entering the last block (prompts included)
+    last_block_input: torch.Tensor | None = (
+        None  # (B, S, D) tokens entering the last block (prompts included)
+    )
 
 
 class ViTBackbone(nn.Module):
@@ -76,7 +80,9 @@ class ViTBackbone(nn.Module):
     ) -> None:
         super().__init__()
         overrides: dict[str, Any] = {"drop_path_rate": drop_path_rate}
-        for key, value in dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads).items():
+        for key, value in dict(
+            patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads
+        ).items():
             if value is not None:
                 overrides[key] = value
         self.model_name = model_name
@@ -205,7 +211,9 @@ class ViTBackbone(nn.Module):
         if not return_attention:
             return self._maybe_norm(self._run_block(self.depth - 1, tokens, attn_bias), normalize), None
         if head_blur is not None and head_blur.shape != (tokens.shape[0], self.num_heads):
-            raise ValueError(f"head_blur must be (B, H)=({tokens.shape[0]}, {self.num_heads}), got {tuple(head_blur.shape)}")
+            raise ValueError(
+                f"head_blur must be (B, H)=({tokens.shape[0]}, {self.num_heads}), got {tuple(head_blur.shape)}"
+            )
         with self._explicit_attention(block, num_prompts, head_blur):
             out = block(tokens, attn_mask=attn_bias) if attn_bias is not None else block(tokens)
         attention, self._last_attention = self._last_attention, None

@@ -1,0 +1,153 @@
+"""TMTSegmentation end to end on tiny models: every method trains, gradients go where they should."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from data_modules.segmentation import DomainPairDataModule
+from tmtcam.tasks import TMTSegmentation
+from tmtcam.tmt import METHODS
+from tmtcam.training.checkpoint_compat import CheckpointMismatch
+
+TINY = {
+    "model_name": "vit_tiny_patch16_224",
+    "patch_size": 8,
+    "embed_dim": 48,
+    "depth": 4,
+    "num_heads": 3,
+    "img_size": 32,
+}
+
+
+def pair_batch(batch: int = 2, size: int = 32, classes: int = 4) -> dict:
+    torch.manual_seed(0)
+    parts = [
+        {"image": torch.randn(batch, 3, size, size), "mask": torch.randint(0, classes, (batch, size, size))}
+        for _ in range(2)
+    ]
+    return {"source": parts[0], "target": parts[1]}
+
+
+def tiny_data(tmp_crop: int = 32) -> DomainPairDataModule:
+    return DomainPairDataModule(
+        source={"dataset": "synthetic", "pair": "day_to_night", "num_images": 64},
+        target={"dataset": "synthetic", "pair": "day_to_night", "num_images": 16},
+        target_val={"dataset": "synthetic", "pair": "day_to_night", "domain": "target", "split": "val", "num_images": 16},
+        crop_size=tmp_crop, batch_size=8,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_a_step_and_trains_the_backbone(method: str) -> None:
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method=method, acte={"k_choices": [2, 4]})
+    loss = model.training_step(pair_batch(), 0)
+    loss.backward()
+    backbone_grad = sum(
+        p.grad.abs().sum() for p in model.segmenter.backbone.parameters() if p.grad is not None
+    )
+    assert torch.isfinite(loss) and backbone_grad > 0
+    if method in ("patch", "grid", "tmt"):
+        assert model.segmenter.tma.beta.grad.abs().sum() > 0
+        assert model.segmenter.discriminator.net[0].weight.grad.abs().sum() > 0
+
+
+def test_acte_heads_do_not_push_the_backbone() -> None:
+    """Discriminator and uncertainty-probe losses alone leave the backbone without gradient."""
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]})
+    batch = pair_batch()
+    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
+    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    out = model.segmenter(images)
+    losses, _ = model._losses(out, masks, [2, 2], [1.0, 1.0])
+    (losses["discriminator"] + losses["uncertainty_probe"]).backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.segmenter.backbone.parameters())
+    assert model.segmenter.probe[1].weight.grad.abs().sum() > 0
+
+
+def test_tma_bias_changes_the_prediction_and_zero_beta_does_not() -> None:
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    finetune = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
+    tmt = TMTSegmentation(
+        num_classes=4, backbone=TINY, method="tmt", tma={"beta_init": 0.0}, acte={"k_choices": [2]}
+    )
+    tmt.load_state_dict(finetune.state_dict(), strict=False)
+    finetune.eval(), tmt.eval()
+    with torch.no_grad():
+        assert torch.allclose(finetune(images).logits, tmt(images).logits, atol=1e-5)
+        tmt.segmenter.tma.beta.fill_(3.0)
+        tmt.segmenter.discriminator.net[-1].weight.normal_(0.0, 5.0)  # a discriminator with an opinion
+        assert not torch.allclose(finetune(images).logits, tmt(images).logits, atol=1e-3)
+
+
+def test_bad_layer_choices_are_rejected_by_key() -> None:
+    with pytest.raises(ValueError, match="tma.layers"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", tma={"layers": [9]})
+    with pytest.raises(ValueError, match="acte.cluster_layer"):
+        TMTSegmentation(
+            num_classes=4, backbone=TINY, method="tmt", tma={"layers": [2, 3]}, acte={"cluster_layer": 2}
+        )
+    with pytest.raises(ValueError, match="method must be one of"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="dann")
+
+
+@pytest.mark.slow
+def test_short_tmt_run_learns_logs_images_and_checkpoints(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    data = tiny_data()
+    model = TMTSegmentation(
+        num_classes=data.num_classes,
+        backbone=TINY,
+        method="tmt",
+        acte={"k_choices": [2, 4]},
+        lr=3e-3,
+        backbone_lr_mult=1.0,
+    )
+    trainer = L.Trainer(
+        max_steps=40, accelerator="cpu", logger=CSVLogger(tmp_path, name="run"), enable_progress_bar=False,
+        check_val_every_n_epoch=2, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    before = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, inference_mode=False)
+    before = before.validate(model, datamodule=data, verbose=False)[0]["val/loss"]
+    trainer.fit(model, datamodule=data)
+    after = trainer.validate(model, datamodule=data, verbose=False)[0]
+    assert after["val/loss"] < before - 0.3, (before, after["val/loss"])
+    assert after["val/mIoU"] > 100 / data.num_classes / 2  # well above an all-one-class prediction
+    strips = sorted((tmp_path / "run").rglob("images/val_examples/*.png"))
+    assert strips, "validation images must be written as PNG without W&B"
+    checkpoint = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    reloaded = TMTSegmentation.load_from_checkpoint(checkpoint)
+    model.eval(), reloaded.eval()
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        assert torch.allclose(model(batch["image"]).logits, reloaded(batch["image"]).logits, atol=1e-5)
+
+
+def test_init_checkpoint_of_another_class_count_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save(
+        {"state_dict": TMTSegmentation(num_classes=6, backbone=TINY, method="finetune").state_dict()}, path
+    )
+    with pytest.raises(CheckpointMismatch, match="weight shapes differ"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
+    with pytest.raises(FileNotFoundError, match="init_checkpoint"):
+        TMTSegmentation(num_classes=4, backbone=TINY, init_checkpoint=str(tmp_path / "missing.pt"))
+    source = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
+    torch.save({"state_dict": source.state_dict()}, path)
+    adapted = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
+    weight = "segmenter.backbone.vit.blocks.0.attn.qkv.weight"
+    assert torch.equal(adapted.state_dict()[weight], source.state_dict()[weight])
+
+
+def test_class_count_must_match_the_data() -> None:
+    data = tiny_data()
+    model = TMTSegmentation(num_classes=5, backbone=TINY, method="finetune")
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="num_classes=5 but the data has 8"):
+        trainer.fit(model, datamodule=data)

@@ -1,0 +1,125 @@
+"""The two TMT stages on an embedded synthetic pair, shared by ``demo tmt`` and ``bench tmt``.
+
+Stage 1 trains a small from-scratch ViT segmenter on the pair's *source* domain (the stand-in for
+an ImageNet/source-pretrained segmenter, since nothing may be downloaded); its checkpoint is cached
+under the run dir and reused. Stage 2 starts every method from that checkpoint and adapts it with
+``few_target_images`` labelled target images while source batches keep flowing, with the same seed,
+steps and batch size for every method, then reports mIoU on the target test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from data_modules.segmentation import DomainPairDataModule, DomainSpec, build_segmentation_dataset
+from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
+from tmtcam.tasks.tmt_segmentation import TMTSegmentation
+
+SMALL_VIT: dict[str, Any] = {
+    "model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 192, "depth": 6, "num_heads": 3,
+    "img_size": 64,
+}  # fmt: skip
+
+
+@dataclass
+class Budget:
+    """How much compute each stage gets (identical for every stage-2 method)."""
+
+    source_steps: int = 600
+    adapt_steps: int = 400
+    batch_size: int = 16
+    crop_size: int = 64
+    source_images: int = 2000
+    few_target_images: int = 100
+    test_images: int = 200
+    lr: float = 1e-3
+
+
+def _trainer(out: Path, steps: int, seed: int) -> L.Trainer:
+    L.seed_everything(seed, workers=True, verbose=False)
+    return L.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, logger=CSVLogger(out, name="", version=""),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, deterministic=False,
+    )  # fmt: skip
+
+
+def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
+    """Stage 1 (cached): a segmenter trained on the source domain only; returns its weights file."""
+    path = out / f"source_{pair}_seed{seed}.pt"
+    if path.exists():
+        return path
+    spec = DomainSpec(dataset="synthetic", pair=pair, domain="source", num_images=budget.source_images,
+                      seed=seed, image_size=budget.crop_size)  # fmt: skip
+    dataset = build_segmentation_dataset(
+        spec, build_train_transform(budget.crop_size, (1.0, 1.5), None, False, seed)
+    )
+    loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    model = TMTSegmentation(num_classes=8, backbone=SMALL_VIT, method="finetune", lr=budget.lr,
+                            backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
+    _trainer(out / "logs" / path.stem, budget.source_steps, seed).fit(model, loader)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+def adapt_and_test(
+    pair: str,
+    method: str,
+    seed: int,
+    init: Path,
+    out: Path,
+    budget: Budget,
+    model_options: dict | None = None,
+) -> dict[str, Any]:
+    """Stage 2 for one method; returns ``{"miou", "per_class", "seconds"}`` on the target test split."""
+    start = time.perf_counter()
+    data = DomainPairDataModule(
+        source={"dataset": "synthetic", "pair": pair, "num_images": budget.source_images, "seed": seed},
+        target={"dataset": "synthetic", "pair": pair, "num_images": budget.few_target_images, "seed": seed},
+        target_test={"dataset": "synthetic", "pair": pair, "split": "test", "num_images": budget.test_images, "seed": seed},
+        crop_size=budget.crop_size, batch_size=budget.batch_size // 2, seed=seed,
+    )  # fmt: skip
+    model = TMTSegmentation(num_classes=data.num_classes, backbone=SMALL_VIT, method=method, lr=budget.lr,
+                            class_names=data.class_names, init_checkpoint=str(init), warmup_steps=20,
+                            log_images_every_n_epochs=0, seed=seed, **(model_options or {}))  # fmt: skip
+    trainer = _trainer(out / "logs" / f"{pair}_{method}_seed{seed}", budget.adapt_steps, seed)
+    trainer.fit(model, datamodule=data)
+    metrics = trainer.test(model, datamodule=data, verbose=False)[0]
+    per_class = {name: round(metrics[f"test/IoU/{name}"], 2) for name in data.class_names}
+    return {
+        "miou": float(metrics["test/mIoU"]),
+        "per_class": per_class,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def test_source_model(pair: str, seed: int, init: Path, budget: Budget) -> float:
+    """Target test mIoU of the stage-1 model before any adaptation (the "source only" row)."""
+    spec = DomainSpec(dataset="synthetic", pair=pair, domain="target", split="test",
+                      num_images=budget.test_images, seed=seed, image_size=budget.crop_size)  # fmt: skip
+    loader = DataLoader(build_segmentation_dataset(spec, build_eval_transform(None)), batch_size=32)
+    model = TMTSegmentation(num_classes=8, backbone=SMALL_VIT, method="finetune", init_checkpoint=str(init))
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    return float(trainer.test(model, loader, verbose=False)[0]["test/mIoU"])
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def budget_dict(budget: Budget) -> dict[str, Any]:
+    return asdict(budget)

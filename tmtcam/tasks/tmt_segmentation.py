@@ -1,0 +1,337 @@
+"""``TMTSegmentation``: cross-domain segmentation (TMT or a baseline, by ``method:``) as a LightningModule.
+
+The module is thin: the network and ACTE/TMA live in :mod:`tmtcam.tmt`, this file adds the losses,
+the optimiser, metrics and image logging.
+
+Training batches come from :class:`~data_modules.segmentation.DomainPairDataModule` as
+``{"source": batch, "target": batch}``; both halves go through the network in one forward (so the
+discriminators see both domains). A plain batch (``{"image", "mask"}``) trains on that data alone,
+which is how the source model is pre-trained. Losses:
+
+* segmentation: pixel cross-entropy (ignore 255) averaged per domain, ``source_weight`` and
+  ``target_weight`` apart; with ``tma.region_loss_weight`` = omega each pixel weighs 1 + omega * priority;
+* ACTE (``patch``/``grid``/``tmt``): discriminator BCE and the uncertainty probe's CE, both on
+  detached features (they only train their own heads);
+* ``global``: DANN loss through gradient reversal, weighted by ``adversarial_weight``.
+
+Evaluation is on target batches: torchmetrics ``MulticlassJaccardIndex(ignore_index=255)``, synced
+across DDP ranks, logged as ``val/mIoU`` and ``val/IoU/<class>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from tmtcam.backbones import build_backbone
+from tmtcam.tmt.segmenter import ACTEOptions, SegmenterOutput, TMAOptions, TMTSegmenter, pixel_priority
+from tmtcam.tmt.transferability import discriminator_loss
+from tmtcam.training.checkpoint_compat import (
+    CheckpointMismatch,
+    check_checkpoint,
+    shape_mismatches,
+    stamp_checkpoint,
+)
+from tmtcam.training.schedules import warmup_cosine
+from tmtcam.viz.heatmaps import denormalize
+from tmtcam.viz.image_logging import log_images
+from tmtcam.viz.segmentation_images import segmentation_strip, wandb_masks
+
+IGNORE_INDEX = 255
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean pixel CE over non-ignored pixels (0, not NaN, when every pixel is ignored)."""
+    loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX, reduction="none")
+    valid = (masks != IGNORE_INDEX).float()
+    if weights is not None:
+        loss = loss * weights
+    return (loss * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+class TMTSegmentation(LightningModule):
+    """Cross-domain semantic segmentation with TMT or a baseline.
+
+    Args:
+        num_classes: label-space size (must equal the data module's; checked at ``setup``).
+        backbone: :class:`~tmtcam.backbones.ViTBackbone` arguments as a mapping.
+        method: ``finetune`` | ``global`` | ``patch`` | ``grid`` | ``tmt`` (DESIGN §4.5).
+        decoder: ``linear`` | ``mask_transformer``.
+        acte, tma: :class:`ACTEOptions`, :class:`TMAOptions` (mappings in YAML).
+        class_names: for per-class IoU keys and W&B mask labels (``None``: from the data module).
+        lr, weight_decay: AdamW; the backbone uses ``lr * backbone_lr_mult``.
+        warmup_steps: linear warm-up, then cosine decay to 0 over the run.
+        source_weight, target_weight: weights of the two domains' segmentation losses.
+        adversarial_weight: DANN loss weight (``global``).
+        init_checkpoint: start from the weights of another run (e.g. the source-trained model);
+            backbone and decoder must match, ACTE/TMA parts may be absent.
+        eval_window, eval_stride: sliding-window evaluation for images larger than the crop.
+        log_images_every_n_epochs, num_logged_images: validation picture logging (rank 0 only).
+        seed: k-means seed.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: dict[str, Any] | None = None,
+        method: str = "tmt",
+        decoder: str = "linear",
+        acte: ACTEOptions | None = None,
+        tma: TMAOptions | None = None,
+        class_names: list[str] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        backbone_lr_mult: float = 0.1,
+        warmup_steps: int = 50,
+        source_weight: float = 1.0,
+        target_weight: float = 1.0,
+        adversarial_weight: float = 0.1,
+        init_checkpoint: str | None = None,
+        eval_window: int | None = None,
+        eval_stride: int | None = None,
+        log_images_every_n_epochs: int = 1,
+        num_logged_images: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for key in ("acte", "tma"):  # plain YAML in hparams.yaml and checkpoints
+            if is_dataclass(self.hparams[key]):
+                self.hparams[key] = asdict(self.hparams[key])
+        if num_classes < 2:
+            raise ValueError(f"model.init_args.num_classes must be >= 2, got {num_classes}")
+        backbone_config = dict(backbone or {"model_name": "vit_tiny_patch16_224"})
+        self.segmenter = TMTSegmenter(
+            build_backbone(backbone_config), num_classes, method, decoder, acte, tma, seed=seed
+        )
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(
+                f"model.init_args.class_names has {len(self.class_names)} names for {num_classes} classes"
+            )
+        self.val_iou = MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX, average="none")
+        self.test_iou = MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX, average="none")
+        if init_checkpoint:
+            self.load_initial_weights(init_checkpoint)
+
+    # ------------------------------------------------------------------ setup and checkpoints
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_classes = getattr(data, "num_classes", None)
+        if data_classes is not None and data_classes != self.hparams.num_classes:
+            raise ValueError(
+                f"model.init_args.num_classes={self.hparams.num_classes} but the data has {data_classes} "
+                f"classes; set them equal"
+            )
+        if self.hparams.class_names is None and getattr(data, "class_names", None):
+            self.class_names = list(data.class_names)
+
+    def load_initial_weights(self, path: str) -> None:
+        """Load backbone + decoder (and whatever else matches) from a Lightning checkpoint or state dict."""
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"model.init_args.init_checkpoint: no file {path}") from None
+        except Exception as error:  # pickle/zip errors from a truncated or foreign file
+            raise CheckpointMismatch(
+                f"model.init_args.init_checkpoint: cannot read {path}: {error}"
+            ) from error
+        state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+        if not isinstance(state, dict):
+            raise CheckpointMismatch(f"model.init_args.init_checkpoint: {path} holds no state dict")
+        own = self.state_dict()
+        mismatched = shape_mismatches(state, own)
+        if mismatched:
+            name, got, want = mismatched[0]
+            raise CheckpointMismatch(
+                f"model.init_args.init_checkpoint {path}: {len(mismatched)} weight shapes differ from this model "
+                f"(e.g. {name} {got} vs {want}); another backbone or number of classes?"
+            )
+        required = [key for key in own if key.startswith(("segmenter.backbone.", "segmenter.decoder."))]
+        missing = [key for key in required if key not in state]
+        if missing:
+            raise CheckpointMismatch(
+                f"model.init_args.init_checkpoint {path} lacks {len(missing)} backbone/decoder weights "
+                f"(e.g. {missing[0]}); is it a TMTSegmentation checkpoint?"
+            )
+        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stamp_checkpoint(checkpoint, self, self.hparams.num_classes)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint(checkpoint, self, self.hparams.num_classes)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: torch.Tensor) -> SegmenterOutput:
+        return self.segmenter(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if "source" in batch:
+            parts = [batch["source"], batch["target"]]
+            weights = [self.hparams.source_weight, self.hparams.target_weight]
+        else:
+            parts, weights = [batch], [1.0]
+        sizes = [part["image"].shape[0] for part in parts]
+        images = torch.cat([part["image"] for part in parts])
+        masks = torch.cat([part["mask"] for part in parts])
+        out = self.segmenter(images)
+        losses, per_domain = self._losses(out, masks, sizes, weights)
+        total = sum(losses.values())
+        for name, value in {**losses, **per_domain}.items():
+            self.log(f"train/{name}", value, batch_size=images.shape[0])
+        self.log("train/loss", total, prog_bar=True, batch_size=images.shape[0])
+        if out.transferability is not None:
+            self.log("train/transferability", out.transferability.mean(), batch_size=images.shape[0])
+            self.log("train/tma_beta", self.segmenter.tma.beta.mean(), batch_size=images.shape[0])
+        return total
+
+    def _losses(
+        self, out: SegmenterOutput, masks: torch.Tensor, sizes: Sequence[int], weights: Sequence[float]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The losses to sum, and the per-domain segmentation losses (detached, for logging)."""
+        pixel_weights = None
+        omega = self.segmenter.tma_options.region_loss_weight
+        if omega and out.priority is not None:
+            pixel_weights = 1.0 + omega * pixel_priority(
+                out.priority.detach(), out.grid, tuple(masks.shape[-2:])
+            )
+        per_domain: dict[str, torch.Tensor] = {}
+        seg = out.logits.new_zeros(())
+        for start, size, weight, name in zip(
+            _offsets(sizes), sizes, weights, ("source", "target"), strict=False
+        ):
+            part = slice(start, start + size)
+            part_weights = None if pixel_weights is None else pixel_weights[part]
+            value = masked_cross_entropy(out.logits[part], masks[part], part_weights)
+            per_domain[f"seg_{name}"] = value.detach()
+            seg = seg + weight * value
+        result = {"segmentation": seg}
+        if len(sizes) == 2:
+            is_source = torch.cat([torch.ones(sizes[0]), torch.zeros(sizes[1])]).bool().to(masks.device)
+            if out.discriminator_logits is not None:
+                result["discriminator"] = discriminator_loss(out.discriminator_logits, is_source)
+            if out.domain_logit is not None:
+                adversarial = F.binary_cross_entropy_with_logits(out.domain_logit, is_source.float())
+                result["adversarial"] = self.hparams.adversarial_weight * adversarial
+        if out.probe_logits is not None:
+            probe = F.interpolate(
+                out.probe_logits, size=masks.shape[-2:], mode="bilinear", align_corners=False
+            )
+            result["uncertainty_probe"] = masked_cross_entropy(probe, masks)
+        return result, per_domain
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(
+        self, batch: dict[str, Any], metric: MulticlassJaccardIndex, stage: str, batch_idx: int
+    ) -> None:
+        images, masks = batch["image"], batch["mask"]
+        if self.hparams.eval_window is None:
+            out = self.segmenter(images)
+            logits = out.logits
+        else:
+            out, logits = (
+                None,
+                self.segmenter.predict(images, self.hparams.eval_window, self.hparams.eval_stride),
+            )
+        self.log(
+            f"{stage}/loss", masked_cross_entropy(logits, masks), batch_size=images.shape[0], sync_dist=True
+        )
+        predictions = logits.argmax(dim=1)
+        metric.update(predictions, masks)
+        if stage == "val" and batch_idx == 0 and self._should_log_images():
+            self._log_examples(images, masks, predictions, out)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_iou, "val", batch_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_iou, "test", batch_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self.segmenter.predict(
+            batch["image"], self.hparams.eval_window, self.hparams.eval_stride
+        ).argmax(1)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_iou(self.val_iou, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_iou(self.test_iou, "test")
+
+    def _log_iou(self, metric: MulticlassJaccardIndex, stage: str) -> None:
+        per_class = metric.compute()
+        metric.reset()
+        present = ~torch.isnan(per_class)
+        self.log(
+            f"{stage}/mIoU", per_class[present].mean() * 100 if present.any() else per_class.new_zeros(())
+        )
+        for name, value in zip(self.class_names, per_class, strict=True):
+            self.log(f"{stage}/IoU/{name}", value * 100)
+
+    def _should_log_images(self) -> bool:
+        every = self.hparams.log_images_every_n_epochs
+        return bool(every) and not self.trainer.sanity_checking and self.current_epoch % every == 0
+
+    def _log_examples(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        predictions: torch.Tensor,
+        out: SegmenterOutput | None,
+    ) -> None:
+        count = min(self.hparams.num_logged_images, images.shape[0])
+        strips, overlays = [], []
+        for i in range(count):
+            priority = regions = None
+            if out is not None and out.priority is not None:
+                priority, regions = out.priority[i], out.regions.labels[i]
+            grid = out.grid if out is not None else None
+            strips.append(
+                segmentation_strip(
+                    images[i], masks[i], predictions[i], self.hparams.num_classes, priority, regions, grid
+                )
+            )
+            overlays.append(wandb_masks(masks[i], predictions[i], self.class_names))
+        caption = "input | ground truth | prediction"
+        if out is not None and out.priority is not None:
+            caption += " | priority | regions"
+        log_images(self, "val/examples", strips, captions=[caption] * count)
+        if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
+            log_images(self, "val/masks", [denormalize(images[i]) for i in range(count)], masks=overlays)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        backbone_params = list(self.segmenter.backbone.parameters())
+        backbone_ids = {id(p) for p in backbone_params}
+        head_params = [p for p in self.parameters() if id(p) not in backbone_ids]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": backbone_params, "lr": h.lr * h.backbone_lr_mult},
+                {"params": head_params, "lr": h.lr},
+            ],
+            weight_decay=h.weight_decay,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": warmup_cosine(optimizer, min(h.warmup_steps, total // 2), total),
+        }
+
+
+def _offsets(sizes: Sequence[int]) -> list[int]:
+    starts, position = [], 0
+    for size in sizes:
+        starts.append(position)
+        position += size
+    return starts

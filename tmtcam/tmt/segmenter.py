@@ -1,0 +1,238 @@
+"""The TMT segmenter: ViT encoder + decoder, with ACTE and TMA wired into one forward pass.
+
+One pass does everything. The backbone calls :meth:`TMTSegmenter._attention_bias` before each
+block with the tokens entering it. When the tokens leaving ``cluster_layer`` arrive, ACTE runs on
+their patch part: regions (k-means / grid / patch), the patch discriminator's transferability, and
+the semantic uncertainty of a small probe classifier on the same features. The resulting priority
+map then biases attention in every TMA block of the *same* pass, so TMT costs one extra k-means and
+two tiny MLPs per step, not a second forward.
+
+Design choice (DESIGN §4 leaves it open): semantic uncertainty comes from the probe at the cluster
+layer, not from the final prediction, because the final prediction does not exist yet when the
+later blocks need the map. The probe and the discriminator read *detached* features: they measure,
+they do not train the backbone. Their losses are returned for the task to add.
+
+Methods (``method``): ``finetune`` (no ACTE/TMA), ``global`` (DANN on pooled tokens),
+``patch`` / ``grid`` / ``tmt`` (TMA with regions = patches / equal cells / adaptive k-means).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from tmtcam.backbones import ViTBackbone
+from tmtcam.tmt.attention_bias import TransferableMaskAttention
+from tmtcam.tmt.decoders import build_decoder
+from tmtcam.tmt.domain_adversarial import GlobalDomainClassifier
+from tmtcam.tmt.regions import RegionPartitioner, Regions
+from tmtcam.tmt.sliding_window import sliding_window_logits
+from tmtcam.tmt.transferability import (
+    PatchDomainDiscriminator,
+    binary_entropy_bits,
+    normalized_entropy,
+    priority_map,
+)
+
+METHODS: tuple[str, ...] = ("finetune", "global", "patch", "grid", "tmt")
+REGION_MODE_OF_METHOD = {"patch": "patch", "grid": "grid", "tmt": "kmeans"}
+
+
+@dataclass
+class ACTEOptions:
+    """ACTE settings (YAML mapping ``acte:``).
+
+    cluster_layer: block whose output patch tokens are clustered and scored (``None``: the block
+        just before the first TMA block, i.e. the middle of the network by default).
+    k_choices: candidate region counts; adaptive k picks per image (one value = fixed k).
+    distortion_ratio: adaptive-k threshold (within-region distortion / total variance).
+    spatial_weight: weight of patch position against unit-norm features in clustering.
+    grid_cells: cells per side for ``method: grid`` (``None``: sqrt of the largest k).
+    alpha: priority = alpha * (1 - transferability) + (1 - alpha) * uncertainty.
+    backend: k-means backend, ``auto`` | ``faiss`` | ``torch``.
+    hidden_dim: width of the discriminator MLP.
+    """
+
+    cluster_layer: int | None = None
+    k_choices: list[int] = field(default_factory=lambda: [4, 6, 8])
+    distortion_ratio: float = 0.5
+    spatial_weight: float = 1.0
+    grid_cells: int | None = None
+    alpha: float = 0.5
+    backend: str = "auto"
+    hidden_dim: int = 256
+
+
+@dataclass
+class TMAOptions:
+    """TMA settings (YAML mapping ``tma:``).
+
+    layers: blocks whose attention gets the priority bias (``None``: the last half).
+    beta_init: initial per-head bias scale.
+    gamma: same-region bias between query and key (0 = off).
+    region_loss_weight: omega in the pixel loss weight 1 + omega * priority (0 = plain CE).
+    """
+
+    layers: list[int] | None = None
+    beta_init: float = 1.0
+    gamma: float = 0.0
+    region_loss_weight: float = 0.0
+
+
+@dataclass
+class SegmenterOutput:
+    """What one forward pass produced; the ACTE fields are ``None`` for methods without ACTE."""
+
+    logits: torch.Tensor  # (B, C, H, W)
+    patch_tokens: torch.Tensor  # (B, N, D) final, normalised
+    grid: tuple[int, int]
+    regions: Regions | None = None
+    priority: torch.Tensor | None = None  # (B, N) in [0, 1]
+    transferability: torch.Tensor | None = None  # (B, N) per-patch H(d) in bits
+    discriminator_logits: torch.Tensor | None = None  # (B, N)
+    probe_logits: torch.Tensor | None = None  # (B, C, h, w) uncertainty probe at the cluster layer
+    domain_logit: torch.Tensor | None = None  # (B,) global baseline
+
+
+class TMTSegmenter(nn.Module):
+    """Backbone + decoder + (per ``method``) ACTE/TMA or the global domain classifier."""
+
+    def __init__(
+        self,
+        backbone: ViTBackbone,
+        num_classes: int,
+        method: str = "tmt",
+        decoder: str = "linear",
+        acte: ACTEOptions | None = None,
+        tma: TMAOptions | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"model.init_args.method must be one of {METHODS}, got {method!r}")
+        self.method = method
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.decoder = build_decoder(decoder, backbone.embed_dim, num_classes, num_heads=backbone.num_heads)
+        self.acte_options = _options(ACTEOptions, acte, "acte")
+        self.tma_options = _options(TMAOptions, tma, "tma")
+        self.domain_classifier = GlobalDomainClassifier(backbone.embed_dim) if method == "global" else None
+        self.uses_acte = method in REGION_MODE_OF_METHOD
+        if self.uses_acte:
+            layers = self.tma_options.layers or list(range(backbone.depth // 2, backbone.depth))
+            self.cluster_layer = self._check_layers(layers, self.acte_options.cluster_layer)
+            self.tma = TransferableMaskAttention(
+                backbone.num_heads, layers, self.tma_options.beta_init, self.tma_options.gamma
+            )
+            a = self.acte_options
+            self.partitioner = RegionPartitioner(
+                REGION_MODE_OF_METHOD[method], a.k_choices, a.distortion_ratio, a.spatial_weight,
+                a.grid_cells, a.backend, seed=seed,
+            )  # fmt: skip
+            self.discriminator = PatchDomainDiscriminator(backbone.embed_dim, a.hidden_dim)
+            self.probe = nn.Sequential(
+                nn.LayerNorm(backbone.embed_dim), nn.Linear(backbone.embed_dim, num_classes)
+            )
+
+    def _check_layers(self, layers: list[int], cluster_layer: int | None) -> int:
+        depth = self.backbone.depth
+        bad = [layer for layer in layers if not 0 < layer < depth]
+        if bad:
+            raise ValueError(
+                f"model.init_args.tma.layers: blocks {bad} outside 1..{depth - 1} (backbone depth {depth})"
+            )
+        cluster = min(layers) - 1 if cluster_layer is None else cluster_layer
+        if not 0 <= cluster < min(layers):
+            raise ValueError(
+                f"model.init_args.acte.cluster_layer={cluster} must be in [0, {min(layers) - 1}]: regions are "
+                f"computed from its output before the first TMA block ({min(layers)}) in the same pass"
+            )
+        return cluster
+
+    def forward(self, images: torch.Tensor) -> SegmenterOutput:
+        grid = self.backbone.grid_size(images.shape[-2], images.shape[-1])
+        if self.uses_acte:
+            self.partitioner.check_grid(grid)
+        state: dict[str, torch.Tensor | Regions] = {}
+        bias = (
+            (lambda block, tokens: self._attention_bias(block, tokens, grid, state))
+            if self.uses_acte
+            else None
+        )
+        out = self.backbone(images, attn_bias=bias)
+        logits = self.decoder(out.patch_tokens, out.grid, tuple(images.shape[-2:]))
+        result = SegmenterOutput(logits=logits, patch_tokens=out.patch_tokens, grid=out.grid)
+        if self.uses_acte:
+            result.regions = state["regions"]
+            result.priority = state["priority"]
+            result.transferability = state["transferability"]
+            result.discriminator_logits = state["discriminator_logits"]
+            result.probe_logits = state["probe_logits"]
+        if self.domain_classifier is not None:
+            result.domain_logit = self.domain_classifier(out.patch_tokens)
+        return result
+
+    def _attention_bias(
+        self, block: int, tokens: torch.Tensor, grid: tuple[int, int], state: dict
+    ) -> torch.Tensor | None:
+        num_prefix = self.backbone.num_prefix_tokens
+        if block == self.cluster_layer + 1:
+            self._estimate(tokens[:, num_prefix:], grid, state)
+        if not self.tma.applies_to(block):
+            return None
+        return self.tma(block, state["priority"], state["regions"], num_prefix)
+
+    def _estimate(self, features: torch.Tensor, grid: tuple[int, int], state: dict) -> None:
+        """ACTE on the cluster layer's patch tokens: regions, transferability, uncertainty, priority."""
+        detached = features.detach()
+        regions = self.partitioner(detached, grid)
+        discriminator_logits = self.discriminator(detached)
+        probe_patch_logits = self.probe(detached)
+        transferability = binary_entropy_bits(torch.sigmoid(discriminator_logits.detach().float()))
+        uncertainty = normalized_entropy(probe_patch_logits.detach())
+        priority = priority_map(transferability, uncertainty, regions, self.acte_options.alpha)
+        state.update(
+            regions=regions,
+            discriminator_logits=discriminator_logits,
+            probe_logits=rearrange(probe_patch_logits, "b (h w) c -> b c h w", h=grid[0], w=grid[1]),
+            transferability=transferability,
+            priority=priority.to(features.dtype),
+        )
+
+    @torch.no_grad()
+    def predict(
+        self, images: torch.Tensor, window: int | None = None, stride: int | None = None
+    ) -> torch.Tensor:
+        """Logits for evaluation; sliding window when ``window`` is set and the image is larger."""
+        if window is None:
+            return self(images).logits
+        return sliding_window_logits(
+            lambda crop: self(crop).logits,
+            images,
+            window,
+            stride or max(1, window * 2 // 3),
+            self.num_classes,
+        )
+
+
+def _options(kind: type, value: object, key: str) -> ACTEOptions | TMAOptions:
+    """Accept the dataclass, a plain mapping (Python callers, hparams) or ``None`` (defaults)."""
+    if value is None:
+        return kind()
+    if isinstance(value, dict):
+        known = {f.name for f in fields(kind)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"model.init_args.{key}: unknown keys {unknown}; allowed: {sorted(known)}")
+        return kind(**value)
+    return value
+
+
+def pixel_priority(priority: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(B, N) patch priority -> (B, H, W) by nearest upsampling (for loss weights and display)."""
+    maps = rearrange(priority, "b (h w) -> b 1 h w", h=grid[0], w=grid[1])
+    return F.interpolate(maps.float(), size=size, mode="nearest")[:, 0]

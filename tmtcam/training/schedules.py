@@ -1,0 +1,22 @@
+"""Learning-rate schedules stepped per optimizer step (Lightning ``interval: step``)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> 0 until ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> dict:
+    """A Lightning ``lr_scheduler`` config for :func:`warmup_cosine_factor`, stepped every batch."""
+    scheduler = LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps))
+    return {"scheduler": scheduler, "interval": "step"}
