@@ -187,3 +187,10 @@ def test_sliding_window_covers_every_pixel_and_averages_overlaps() -> None:
     assert torch.allclose(logits, ramp[:, :2])
     with pytest.raises(ValueError, match="stride"):
         sliding_window_logits(lambda crop: crop, images, 4, 5, 2)
+
+
+def test_stretch_per_image_spans_unit_range_and_flattens_constant_maps() -> None:
+    from tmtcam.tmt.segmenter import stretch_per_image
+
+    stretched = stretch_per_image(torch.tensor([[0.9, 0.95, 1.0], [0.5, 0.5, 0.5]]))
+    assert torch.allclose(stretched, torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.0, 0.0]]))

@@ -92,6 +92,10 @@ def test_bad_layer_choices_are_rejected_by_key() -> None:
         TMTSegmentation(
             num_classes=4, backbone=TINY, method="tmt", tma={"layers": [2, 3]}, acte={"cluster_layer": 2}
         )
+    with pytest.raises(ValueError, match="acte.discriminator_layer"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"discriminator_layer": 3})
+    with pytest.raises(ValueError, match="acte: unknown keys"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choice": [2]})
     with pytest.raises(ValueError, match="method must be one of"):
         TMTSegmentation(num_classes=4, backbone=TINY, method="dann")
 

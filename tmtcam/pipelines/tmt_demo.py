@@ -15,13 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from data_modules.segmentation import SYNTHETIC_PAIRS
+from tmtcam.bench.report import write_json
+from tmtcam.pipelines.quiet import quiet_lightning
 from tmtcam.pipelines.tmt_runs import (
     Budget,
     adapt_and_test,
     budget_dict,
     pretrain_source,
     test_source_model,
-    write_json,
 )
 
 DEFAULT_PAIR = "day_to_night"
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    quiet_lightning()
     console = Console()
     budget = Budget(source_steps=args.source_steps, adapt_steps=args.adapt_steps)
     start = time.perf_counter()

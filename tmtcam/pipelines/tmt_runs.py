@@ -9,7 +9,6 @@ steps and batch size for every method, then reports mIoU on the target test spli
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,11 +113,6 @@ def test_source_model(pair: str, seed: int, init: Path, budget: Budget) -> float
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
     return float(trainer.test(model, loader, verbose=False)[0]["test/mIoU"])
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def budget_dict(budget: Budget) -> dict[str, Any]:

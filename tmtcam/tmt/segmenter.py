@@ -55,6 +55,11 @@ class ACTEOptions:
     alpha: priority = alpha * (1 - transferability) + (1 - alpha) * uncertainty.
     backend: k-means backend, ``auto`` | ``faiss`` | ``torch``.
     hidden_dim: width of the discriminator MLP.
+    discriminator_layer: the discriminator reads the output of this block (-1: the patch
+        embeddings). Must be <= ``cluster_layer``.
+    stretch: min-max stretch the priority map per image to [0, 1]. Under softmax only the
+        differences between keys matter; a discriminator that is sure of the domain everywhere
+        (T close to 0 on every patch) would otherwise give a flat map and TMA would do nothing.
     """
 
     cluster_layer: int | None = None
@@ -65,6 +70,8 @@ class ACTEOptions:
     alpha: float = 0.5
     backend: str = "auto"
     hidden_dim: int = 256
+    discriminator_layer: int = -1
+    stretch: bool = True
 
 
 @dataclass
@@ -151,6 +158,11 @@ class TMTSegmenter(nn.Module):
                 f"model.init_args.acte.cluster_layer={cluster} must be in [0, {min(layers) - 1}]: regions are "
                 f"computed from its output before the first TMA block ({min(layers)}) in the same pass"
             )
+        if not -1 <= self.acte_options.discriminator_layer <= cluster:
+            raise ValueError(
+                f"model.init_args.acte.discriminator_layer={self.acte_options.discriminator_layer} must be in "
+                f"[-1, cluster_layer={cluster}]"
+            )
         return cluster
 
     def forward(self, images: torch.Tensor) -> SegmenterOutput:
@@ -180,6 +192,8 @@ class TMTSegmenter(nn.Module):
         self, block: int, tokens: torch.Tensor, grid: tuple[int, int], state: dict
     ) -> torch.Tensor | None:
         num_prefix = self.backbone.num_prefix_tokens
+        if block == self.acte_options.discriminator_layer + 1:
+            state["discriminator_input"] = tokens[:, num_prefix:].detach()
         if block == self.cluster_layer + 1:
             self._estimate(tokens[:, num_prefix:], grid, state)
         if not self.tma.applies_to(block):
@@ -190,11 +204,13 @@ class TMTSegmenter(nn.Module):
         """ACTE on the cluster layer's patch tokens: regions, transferability, uncertainty, priority."""
         detached = features.detach()
         regions = self.partitioner(detached, grid)
-        discriminator_logits = self.discriminator(detached)
+        discriminator_logits = self.discriminator(state.pop("discriminator_input"))
         probe_patch_logits = self.probe(detached)
         transferability = binary_entropy_bits(torch.sigmoid(discriminator_logits.detach().float()))
         uncertainty = normalized_entropy(probe_patch_logits.detach())
         priority = priority_map(transferability, uncertainty, regions, self.acte_options.alpha)
+        if self.acte_options.stretch:
+            priority = stretch_per_image(priority)
         state.update(
             regions=regions,
             discriminator_logits=discriminator_logits,
@@ -230,6 +246,13 @@ def _options(kind: type, value: object, key: str) -> ACTEOptions | TMAOptions:
             raise ValueError(f"model.init_args.{key}: unknown keys {unknown}; allowed: {sorted(known)}")
         return kind(**value)
     return value
+
+
+def stretch_per_image(priority: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Min-max scale each image's (N,) map to [0, 1]; a flat map becomes all zeros."""
+    low = priority.amin(dim=1, keepdim=True)
+    span = priority.amax(dim=1, keepdim=True) - low
+    return torch.where(span > eps, (priority - low) / span.clamp_min(eps), torch.zeros_like(priority))
 
 
 def pixel_priority(priority: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,47 @@
+"""The TMT demo and accuracy benchmark: argument handling, aggregation maths, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tmtcam.pipelines import tmt_benchmark, tmt_demo
+
+
+def test_mean_gain_averages_per_pair_means() -> None:
+    results = {"a": {"finetune": [50.0, 52.0], "tmt": [53.0, 55.0]}, "b": {"finetune": [40.0], "tmt": [39.0]}}
+    assert tmt_benchmark.mean_gain(results, "tmt", "finetune") == pytest.approx((3.0 - 1.0) / 2)
+    assert tmt_benchmark.mean_std([1.0, 3.0]) == "2.00 ± 1.41"
+
+
+def test_variants_parse_json_and_reject_unknown_methods() -> None:
+    variants = tmt_benchmark.parse_variants(['tmt_a1={"method": "tmt", "acte": {"alpha": 1.0}}', "grid"])
+    assert variants == {"tmt_a1": {"method": "tmt", "acte": {"alpha": 1.0}}, "grid": {"method": "grid"}}
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        tmt_benchmark.parse_variants(["x={alpha: 1}"])
+    with pytest.raises(SystemExit, match="method must be one of"):
+        tmt_benchmark.parse_variants(['x={"method": "dann"}'])
+
+
+def test_unknown_pair_is_rejected_by_name(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown.*no_such_pair"):
+        tmt_benchmark.main(["--pairs", "no_such_pair", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_demo_and_benchmark_write_their_summaries(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert tmt_demo.main(["--out", str(out), "--source-steps", "4", "--adapt-steps", "3"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pair"] == "day_to_night" and set(summary["miou"]) == {"finetune", "tmt"}
+    assert all(0.0 <= value <= 100.0 for value in summary["miou"].values()) and summary["seconds"] > 0
+    doc, result = tmp_path / "bench.md", tmp_path / "bench.json"
+    args = ["--pairs", "clear_to_fog", "--seeds", "1", "--methods", "finetune", "tmt", "--source-steps", "4",
+            "--adapt-steps", "3", "--out", str(tmp_path / "bench"), "--doc", str(doc), "--json", str(result)]  # fmt: skip
+    assert tmt_benchmark.main(args) == 0
+    payload = json.loads(result.read_text())
+    assert set(payload["pairs"]["clear_to_fog"]) == {"finetune", "tmt"}
+    assert isinstance(payload["mean_gain_tmt_vs_finetune"], float)
+    assert "<!-- tmt-accuracy:start -->" in doc.read_text() and "clear_to_fog" in doc.read_text()

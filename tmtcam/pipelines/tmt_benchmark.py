@@ -1,0 +1,134 @@
+"""``tmtcam bench tmt``: every adaptation method on every embedded pair, mean ± std over seeds.
+
+For each pair and seed the source model is trained once (cached) and every method adapts it with
+the same budget. Writes a table to the ``tmt-accuracy`` section of docs/benchmarks.md and JSON
+``{"pairs": {pair: {method: [miou per seed]}}, "mean_gain_tmt_vs_finetune": float, ...}``.
+
+Ablations run through the same harness: ``--variant NAME='{"method": "tmt", "acte": {"alpha": 1.0}}'``
+adds a column NAME trained with those TMTSegmentation arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from data_modules.segmentation import SYNTHETIC_PAIRS
+from tmtcam.bench.report import machine_line, markdown_table, write_json, write_section
+from tmtcam.pipelines.quiet import quiet_lightning
+from tmtcam.pipelines.tmt_runs import Budget, adapt_and_test, budget_dict, pretrain_source, test_source_model
+from tmtcam.tmt import METHODS
+
+
+def parse_variants(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``NAME=JSON`` strings -> {name: TMTSegmentation keyword arguments}; plain method names allowed."""
+    variants: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, _, options = item.partition("=")
+        try:
+            variants[name] = json.loads(options) if options else {"method": name}
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"--variant {name}: not valid JSON ({error}): {options}") from None
+        if variants[name].get("method", "tmt") not in METHODS:
+            raise SystemExit(f"--variant {name}: method must be one of {METHODS}")
+    return variants
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tmtcam bench tmt", description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", default=["all"], help="pair names or 'all'")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=JSON of extra model arguments")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/tmt"))
+    parser.add_argument("--doc", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--json", type=Path, default=Path("runs/bench/tmt_accuracy.json"))
+    parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
+    parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
+    parser.add_argument("--section", default="tmt-accuracy", help="docs/benchmarks.md section name")
+    return parser.parse_args(argv)
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def mean_gain(results: dict[str, dict[str, list[float]]], method: str, baseline: str) -> float | None:
+    """Average over pairs of (mean over seeds of method) - (mean over seeds of baseline)."""
+    gains = [
+        statistics.mean(by_method[method]) - statistics.mean(by_method[baseline])
+        for by_method in results.values()
+        if method in by_method and baseline in by_method
+    ]
+    return statistics.mean(gains) if gains else None
+
+
+def report_markdown(
+    results: dict, source_only: dict, columns: list[str], args: argparse.Namespace, seconds: float
+) -> str:
+    rows = []
+    for pair, by_method in results.items():
+        rows.append([pair, mean_std(source_only[pair]), *(mean_std(by_method[c]) for c in columns)])
+    rows.append(
+        ["**mean**", f"{statistics.mean(statistics.mean(v) for v in source_only.values()):.2f}"]
+        + [f"{statistics.mean(statistics.mean(r[c]) for r in results.values()):.2f}" for c in columns]
+    )
+    gains = {c: mean_gain(results, c, "finetune") for c in columns if c != "finetune"}
+    gain_text = ", ".join(f"{c} {g:+.2f}" for c, g in gains.items() if g is not None)
+    return (
+        f"## TMT accuracy on the embedded pairs (`tmtcam bench tmt`)\n\n{machine_line()}\n\n"
+        f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); small CPU ViT (width 192, depth 6, "
+        f"patch 8, 64 px), source stage {args.source_steps} steps, adaptation {args.adapt_steps} steps "
+        f"with {Budget.few_target_images} labelled target images, same budget for every method. "
+        f"Run time {seconds / 60:.0f} min.\n\n"
+        + markdown_table(["pair", "source only", *columns], rows)
+        + f"\n\nMean gain over `finetune` (mIoU points): {gain_text or 'n/a'}.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_lightning()
+    pairs = sorted(SYNTHETIC_PAIRS) if args.pairs == ["all"] else args.pairs
+    unknown = [pair for pair in pairs if pair not in SYNTHETIC_PAIRS]
+    if unknown:
+        raise SystemExit(f"--pairs: unknown {unknown}; choose from {sorted(SYNTHETIC_PAIRS)} or 'all'")
+    variants = {method: {"method": method} for method in args.methods} | parse_variants(args.variant)
+    budget = Budget(source_steps=args.source_steps, adapt_steps=args.adapt_steps)
+    console, start = Console(), time.perf_counter()
+    results: dict[str, dict[str, list[float]]] = {pair: {name: [] for name in variants} for pair in pairs}
+    source_only: dict[str, list[float]] = {pair: [] for pair in pairs}
+    for pair in pairs:
+        for seed in range(args.seeds):
+            init = pretrain_source(pair, seed, args.out / "cache", budget)
+            source_only[pair].append(test_source_model(pair, seed, init, budget))
+            for name, options in variants.items():
+                options = dict(options)
+                method = options.pop("method", "tmt")
+                run = adapt_and_test(pair, method, seed, init, args.out / name, budget, model_options=options)
+                results[pair][name].append(run["miou"])
+                console.print(f"{pair} seed {seed} {name}: mIoU {run['miou']:.2f} ({run['seconds']:.0f} s)")
+    seconds = time.perf_counter() - start
+    columns = list(variants)
+    payload = {
+        "pairs": results,
+        "source_only": source_only,
+        "mean_gain_tmt_vs_finetune": mean_gain(results, "tmt", "finetune"),
+        "mean_gain_vs_finetune": {c: mean_gain(results, c, "finetune") for c in columns if c != "finetune"},
+        "variants": variants,
+        "seeds": args.seeds,
+        "budget": budget_dict(budget),
+        "seconds": seconds,
+    }
+    write_json(args.json, payload)
+    write_section(args.doc, args.section, report_markdown(results, source_only, columns, args, seconds))
+    console.print(report_markdown(results, source_only, columns, args, seconds))
+    return 0
