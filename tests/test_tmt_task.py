@@ -116,7 +116,13 @@ def test_short_tmt_run_learns_logs_images_and_checkpoints(tmp_path: Path) -> Non
         max_steps=40, accelerator="cpu", logger=CSVLogger(tmp_path, name="run"), enable_progress_bar=False,
         check_val_every_n_epoch=2, num_sanity_val_steps=0, default_root_dir=tmp_path,
     )  # fmt: skip
-    before = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, inference_mode=False)
+    before = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        inference_mode=False,
+        default_root_dir=tmp_path,
+    )
     before = before.validate(model, datamodule=data, verbose=False)[0]["val/loss"]
     trainer.fit(model, datamodule=data)
     after = trainer.validate(model, datamodule=data, verbose=False)[0]

@@ -41,6 +41,7 @@ class Budget:
     few_target_images: int = 100
     test_images: int = 200
     lr: float = 1e-3
+    backbone_lr_mult: float = 1.0  # measured: 0.1 leaves the backbone almost still in 400 steps (-3.8 mIoU)
 
 
 def _trainer(out: Path, steps: int, seed: int) -> L.Trainer:
@@ -89,9 +90,12 @@ def adapt_and_test(
         target_test={"dataset": "synthetic", "pair": pair, "split": "test", "num_images": budget.test_images, "seed": seed},
         crop_size=budget.crop_size, batch_size=budget.batch_size // 2, seed=seed,
     )  # fmt: skip
-    model = TMTSegmentation(num_classes=data.num_classes, backbone=SMALL_VIT, method=method, lr=budget.lr,
-                            class_names=data.class_names, init_checkpoint=str(init), warmup_steps=20,
-                            log_images_every_n_epochs=0, seed=seed, **(model_options or {}))  # fmt: skip
+    options = {
+        "lr": budget.lr, "backbone_lr_mult": budget.backbone_lr_mult, "warmup_steps": 20,
+        "log_images_every_n_epochs": 0, "seed": seed, **(model_options or {}),
+    }  # fmt: skip
+    model = TMTSegmentation(num_classes=data.num_classes, backbone=SMALL_VIT, method=method,
+                            class_names=data.class_names, init_checkpoint=str(init), **options)  # fmt: skip
     trainer = _trainer(out / "logs" / f"{pair}_{method}_seed{seed}", budget.adapt_steps, seed)
     trainer.fit(model, datamodule=data)
     metrics = trainer.test(model, datamodule=data, verbose=False)[0]
