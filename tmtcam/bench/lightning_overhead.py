@@ -1,99 +1,174 @@
-"""Lightning training loop vs a plain PyTorch loop on the same model, data and optimizer.
+"""Lightning training loop vs a plain PyTorch loop: same TMT model, same batches, same optimiser.
 
-The model is the project's small CPU ViT with a linear head, the data an in-memory tensor set, so
-the ratio isolates the framework's per-step cost (hooks, logging, progress bar, checkpointing).
+The model is the project's TMT segmenter (``TMTSegmentation``, method ``tmt``) and both loops read
+the same pre-rendered source and target images through one shuffled ``DataLoader`` per domain, as
+``DomainPairDataModule`` serves them: Lightning through its ``CombinedLoader`` (the data module's),
+the plain loop through ``zip``. The ratio therefore isolates what the framework adds per step
+(hooks, ``CombinedLoader``, ``self.log`` of the task's eight metrics, logger flushes, callbacks,
+progress bar). Two Lightning set-ups are measured:
+
+* ``pipeline``: the trainer of ``make train-tmt`` / ``bench tmt`` (CSV logger, no progress bar);
+* ``cli``: what ``python -m tmtcam fit`` adds (progress bar, ``log_every_n_steps: 10`` as in the
+  experiment YAMLs, ``ModelCheckpoint(save_last)``, the NaN-loss and run-dir guards).
+
+The two loops are interleaved *step by step*: a callback, first in the list, runs one plain step
+(a second model instance with the task's optimiser groups and LR schedule) at the start of every
+Lightning batch, then starts the clock of the Lightning step, which runs until the next batch
+starts. Each Lightning step thus has a plain step right beside it in time, and the per-step ratio
+cancels the load of other processes on a shared machine. The one-off cost of building the Trainer
+and setting up ``fit`` is reported separately, in seconds per run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset
 
-from tmtcam.backbones import ViTBackbone
+from tmtcam.bench.measure import summary
+from tmtcam.bench.training_steps import SegmentationBatch, segmentation_batch, segmentation_task
+from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard
+from tmtcam.training.schedules import warmup_cosine
 
-
-class _Classifier(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = ViTBackbone("vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3)
-        self.head = nn.Linear(192, 10)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images).patch_tokens.mean(1))
+SETUPS = ("pipeline", "cli")
 
 
-class _LitClassifier(L.LightningModule):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
+class _CyclicItems(Dataset):
+    """``length`` items cycling over a few pre-rendered ``{"image", "mask"}`` items of one domain."""
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _index: int) -> torch.Tensor:
-        images, labels = batch
-        loss = nn.functional.cross_entropy(self.model(images), labels)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor, length: int) -> None:
+        self.items = [{"image": image, "mask": mask} for image, mask in zip(images, masks, strict=True)]
+        self.length = length
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+    def __len__(self) -> int:
+        return self.length
 
-
-def _loader(steps: int, batch_size: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(steps * batch_size, 3, 64, 64, generator=generator)
-    labels = torch.randint(0, 10, (steps * batch_size,), generator=generator)
-    return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=False)
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.items[index % len(self.items)]
 
 
-def _plain_loop(steps: int, batch_size: int) -> float:
-    torch.manual_seed(0)
-    model = _Classifier().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loader = _loader(steps, batch_size)
-    start = time.perf_counter()
-    for images, labels in loader:
-        optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # the Lightning loop syncs the logged loss each step; do the same here
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def _lightning_loop(steps: int, batch_size: int, root: str) -> float:
-    torch.manual_seed(0)
-    module = _LitClassifier(_Classifier())
-    trainer = L.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        default_root_dir=root,
-        num_sanity_val_steps=0,
-    )
-    loader = _loader(steps, batch_size)
-    start = time.perf_counter()
-    trainer.fit(module, loader)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def run(root: str, steps: int = 30, batch_size: int = 16, repeats: int = 3) -> dict[str, Any]:
-    """img/s of both loops, interleaved over ``repeats`` rounds; median ratio Lightning / plain."""
-    plain, lightning = [], []
-    _plain_loop(3, batch_size)  # warm caches and thread pools before the first measured round
-    for _ in range(repeats):
-        plain.append(_plain_loop(steps, batch_size))
-        lightning.append(_lightning_loop(steps, batch_size, root))
-    ratios = sorted(lit / ref for lit, ref in zip(lightning, plain, strict=True))
+def domain_loaders(batch: SegmentationBatch, steps: int) -> dict[str, DataLoader]:
+    """Source and target DataLoaders as ``DomainPairDataModule`` builds them (shuffled, collated per step)."""
+    half = batch.sizes[0]
+    parts = {"source": slice(0, half), "target": slice(half, None)}
     return {
-        "plain_img_per_s": [round(v, 1) for v in plain],
-        "lightning_img_per_s": [round(v, 1) for v in lightning],
-        "lightning_ratio": round(ratios[len(ratios) // 2], 3),
-        "ratio_spread": [round(ratios[0], 3), round(ratios[-1], 3)],
+        role: DataLoader(
+            _CyclicItems(batch.images[part], batch.masks[part], steps * half),
+            batch_size=half,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(index),
+        )
+        for index, (role, part) in enumerate(parts.items())
+    }
+
+
+def plain_loop(batch: SegmentationBatch, steps: int) -> Callable[[], None]:
+    """A hand-written loop, one step per call: same data path, optimiser groups and LR schedule as the task."""
+    task = segmentation_task("tmt")
+    h = task.hparams
+    backbone = list(task.segmenter.backbone.parameters())
+    backbone_ids = {id(p) for p in backbone}
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": backbone, "lr": h.lr * h.backbone_lr_mult},
+            {"params": [p for p in task.parameters() if id(p) not in backbone_ids], "lr": h.lr},
+        ],
+        weight_decay=h.weight_decay,
+    )
+    scheduler = warmup_cosine(optimizer, min(h.warmup_steps, steps // 2), steps)["scheduler"]
+    loaders = domain_loaders(batch, steps + 1)  # zip of the two domains: what one writes by hand
+    batches: Iterator[tuple[dict[str, torch.Tensor], ...]] = iter(
+        zip(loaders["source"], loaders["target"], strict=True)
+    )
+
+    def step() -> None:
+        source, target = next(batches)
+        images = torch.cat([source["image"], target["image"]])
+        masks = torch.cat([source["mask"], target["mask"]])
+        out = task.segmenter(images)
+        losses, _ = task._losses(out, masks, batch.sizes, [h.source_weight, h.target_weight])
+        sum(losses.values()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+    return step
+
+
+class _InterleavedClock(Callback):
+    """At each Lightning batch start: close the previous Lightning step, run and time a plain step."""
+
+    def __init__(self, plain_step: Callable[[], None]) -> None:
+        self.plain_step = plain_step
+        self.plain: list[float] = []
+        self.lightning: list[float] = []
+        self.fit_called = 0.0
+        self.first_batch = 0.0
+        self._lightning_start: float | None = None
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        now = time.perf_counter()
+        if self._lightning_start is None:
+            self.first_batch = now
+        else:
+            self.lightning.append(now - self._lightning_start)
+        start = time.perf_counter()
+        self.plain_step()
+        self.plain.append(time.perf_counter() - start)
+        self._lightning_start = time.perf_counter()
+
+
+def _trainer(setup: str, steps: int, root: Path, clock: Callback) -> L.Trainer:
+    common: dict[str, Any] = dict(
+        max_steps=steps, accelerator="cpu", devices=1, default_root_dir=root / setup, num_sanity_val_steps=0,
+        limit_val_batches=0, enable_model_summary=False, logger=CSVLogger(root / setup, name="", version=""),
+    )  # fmt: skip
+    if setup == "pipeline":
+        return L.Trainer(**common, enable_checkpointing=False, enable_progress_bar=False, callbacks=[clock])
+    callbacks = [clock, ModelCheckpoint(save_last=True), NonFiniteLossGuard(), RunDirGuard()]
+    return L.Trainer(**common, log_every_n_steps=10, enable_progress_bar=True, callbacks=callbacks)
+
+
+def measure_setup(setup: str, batch: SegmentationBatch, steps: int, skip: int, root: Path) -> dict[str, Any]:
+    """Per-step paired ratios (Lightning img/s / plain img/s) over one ``fit`` of ``steps`` steps."""
+    clock = _InterleavedClock(plain_loop(batch, steps))
+    task = segmentation_task("tmt")
+    begin = time.perf_counter()
+    trainer = _trainer(setup, steps, root, clock)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        trainer.fit(task, CombinedLoader(domain_loaders(batch, steps), mode="max_size_cycle"))
+    lightning, plain = clock.lightning[skip:], clock.plain[skip : skip + len(clock.lightning[skip:])]
+    images = sum(batch.sizes)
+    return {
+        "lightning_img_per_s": summary([images / t for t in lightning], digits=1),
+        "plain_img_per_s": summary([images / t for t in plain], digits=1),
+        "ratio": summary([p / lit for lit, p in zip(lightning, plain, strict=True)]),
+        "overhead_ms_per_step": summary(
+            [1000 * (lit - p) for lit, p in zip(lightning, plain, strict=True)], 1
+        ),
+        "setup_seconds": round(clock.first_batch - begin, 2),
+        "paired_steps": len(lightning),
+    }
+
+
+def run(root: str | Path, steps: int = 30, batch_size: int = 8, skip: int = 3) -> dict[str, Any]:
+    """Both Lightning set-ups against the plain loop; ``lightning_ratio`` is the pipeline's median."""
+    batch = segmentation_batch(batch_size)
+    results = {setup: measure_setup(setup, batch, steps, skip, Path(root)) for setup in SETUPS}
+    return {
+        "steps": steps,
+        "images_per_step": sum(batch.sizes),
+        **results,
+        "lightning_ratio": results["pipeline"]["ratio"]["median"],
     }

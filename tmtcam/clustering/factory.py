@@ -1,7 +1,8 @@
 """Pick a k-means backend by name; ``auto`` picks the one measured fastest for the problem size.
 
-Measured on the project's CPU (``make bench``, docs/benchmarks.md): faiss wins on the CPU at every
-size, per image (196x384 -> 8: ~1.6 ms vs ~11 ms) and large (100k x 384 -> 64: ~1.3 s vs ~12 s).
+Measured on the project's 2-core CPU (``make bench``, numbers in docs/benchmarks.md): faiss is at
+least as fast as the batched torch backend per image (196x384 -> 8: ~2.2 ms vs ~3.8 ms; TMT's
+64 patches: a tie) and on large sets, so the CPU default is faiss.
 On a GPU the batched torch backend clusters the whole batch where the features already are (no host
 round trip, no per-image call), which suits TMT's many small per-image problems; large point sets
 still go to faiss (its GPU index when faiss-gpu is installed).
@@ -41,7 +42,9 @@ class AutoKMeans:
         return self.choose(points)(points, k)
 
 
-def build_kmeans(backend: Backend = "auto", n_iter: int = 10, seed: int = 0) -> AutoKMeans | FaissKMeans | TorchKMeans:
+def build_kmeans(
+    backend: Backend = "auto", n_iter: int = 10, seed: int = 0
+) -> AutoKMeans | FaissKMeans | TorchKMeans:
     """Construct a k-means backend; an unknown name is rejected with the valid choices."""
     if backend == "auto":
         return AutoKMeans(n_iter=n_iter, seed=seed)

@@ -47,15 +47,28 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     rows = torch.arange(batch, device=x.device)
     first = torch.randint(num_points, (batch,), generator=generator, device=x.device)
     centroids = [x[rows, first]]
-    closest = (x - centroids[0][:, None]).pow(2).sum(-1)
+    closest = _squared_distance(x, centroids[0])
     for _ in range(1, k):
         weights = closest.clamp_min(0)
         # identical points everywhere: fall back to uniform sampling rather than dividing by zero
         weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
         pick = torch.multinomial(weights, 1, generator=generator).squeeze(1)
         centroids.append(x[rows, pick])
-        closest = torch.minimum(closest, (x - centroids[-1][:, None]).pow(2).sum(-1))
+        closest = torch.minimum(closest, _squared_distance(x, centroids[-1]))
     return torch.stack(centroids, dim=1)
+
+
+# above this many values per image the expanded form (one matrix product) beats broadcasting a
+# (B, N, D) difference; measured in `make bench`: 100k x 384 -> 64 seeding 21.0 s -> 1.9 s
+_EXPANDED_DISTANCE_MIN_VALUES = 1_000_000
+
+
+def _squared_distance(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(B, N) squared distance of every point to its image's ``centre`` (B, D)."""
+    if x.shape[1] * x.shape[2] < _EXPANDED_DISTANCE_MIN_VALUES:
+        return (x - centre[:, None]).pow(2).sum(-1)
+    cross = torch.bmm(x, centre[:, :, None]).squeeze(-1)
+    return (x.pow(2).sum(-1) - 2 * cross + centre.pow(2).sum(-1, keepdim=True)).clamp_min_(0)
 
 
 def _update_centroids(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,7 +84,9 @@ def _update_centroids(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Te
     return updated
 
 
-def _reseed_empty(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+def _reseed_empty(
+    x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, empty: torch.Tensor
+) -> torch.Tensor:
     """Move each empty centroid onto the point currently worst served by its own centroid."""
     centroids = centroids.clone()
     for image, cluster in empty.nonzero().tolist():

@@ -1,0 +1,121 @@
+"""Benchmark helpers: timing statistics, interleaving, report sections; and `bench all --quick` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tmtcam.bench.kmeans_speed import naive_numpy_kmeans
+from tmtcam.bench.measure import Timing, paired_ratio, ratio, summary, time_interleaved
+from tmtcam.bench.report import HEADER, markdown_table, write_section
+from tmtcam.bench.speed_report import spread
+from tmtcam.bench.tmt_profile import KMEANS, REGIONS, _exclusive_components
+
+
+def test_timing_statistics_and_scaling():
+    timing = Timing((0.3, 0.1, 0.2))
+    assert (timing.median, timing.low, timing.high, timing.repeats) == (0.2, 0.1, 0.3, 3)
+    assert timing.as_ms() == {"median": 200.0, "low": 100.0, "high": 300.0, "repeats": 3}
+    assert timing.scaled(0.5).samples == (0.15, 0.05, 0.1)
+    with pytest.raises(ValueError, match="at least one sample"):
+        Timing(())
+
+
+def test_timing_keeps_cpu_time_beside_wall_time():
+    timing = Timing((0.4, 0.2), cpu_samples=(0.3, 0.1))
+    assert timing.cpu().samples == (0.3, 0.1)
+    assert timing.scaled(10).cpu().samples == (3.0, 1.0)
+    with pytest.raises(ValueError, match="pair one to one"):
+        Timing((0.4, 0.2), cpu_samples=(0.3,))
+    with pytest.raises(ValueError, match="no CPU time"):
+        Timing((0.4,)).cpu()
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    # per-round ratios 2, 4, 2: median 2, whereas the ratio of medians would be 4 / 1 = 4
+    numerator, denominator = Timing((2.0, 4.0, 6.0)), Timing((1.0, 1.0, 3.0))
+    assert paired_ratio(numerator, denominator) == {"median": 2.0, "low": 2.0, "high": 4.0}
+    assert ratio(numerator, denominator) == 4.0
+    with pytest.raises(ValueError, match="equal repeats"):
+        paired_ratio(Timing((1.0,)), denominator)
+
+
+def test_time_interleaved_alternates_the_order_within_rounds():
+    calls = []
+    first, second = time_interleaved(
+        lambda: calls.append("a"), lambda: calls.append("b"), repeats=3, warmup=1
+    )
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert first.repeats == second.repeats == 3 and len(first.cpu_samples) == 3
+
+
+def test_summary_and_spread_formatting():
+    values = summary([3.0, 1.0, 2.0, 10.0])
+    assert values == {"median": 2.5, "low": 1.0, "high": 10.0}
+    assert spread(values, 1) == "2.5 (1.0–10.0)"
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+    doc = tmp_path / "docs" / "benchmarks.md"
+    write_section(doc, "speed", "old speed")
+    write_section(doc, "accuracy", "accuracy table")
+    write_section(doc, "speed", "new speed")
+    text = doc.read_text()
+    assert text.startswith(HEADER)
+    assert "new speed" in text and "old speed" not in text and "accuracy table" in text
+    assert text.count("<!-- speed:start -->") == 1 and text.count("<!-- speed:end -->") == 1
+    assert text.index("<!-- speed:start -->") < text.index("<!-- accuracy:start -->")  # kept in place
+
+
+def test_markdown_table():
+    assert (
+        markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |"
+    )
+
+
+def test_naive_numpy_kmeans_recovers_planted_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=np.float32)
+    points = np.concatenate([centre + rng.normal(0, 0.1, (20, 2)) for centre in centres]).astype(np.float32)
+    labels = naive_numpy_kmeans(points, 3, seed=1)
+    groups = labels.reshape(3, 20)
+    assert all(len(set(group)) == 1 for group in groups) and len(set(groups[:, 0])) == 3
+
+
+def test_profile_components_are_made_exclusive():
+    ranges = {"forward (all)": 100.0, "ViT block 0": 40.0, REGIONS: 30.0, KMEANS: 25.0, "decoder": 10.0,
+              "backward": 200.0, "optimizer step": 20.0}  # fmt: skip
+    parts = _exclusive_components(ranges)
+    assert parts[REGIONS] == 5.0 and parts[KMEANS] == 25.0  # k-means ran inside the regions range
+    assert parts["forward, unlabelled (embedding adds, norms, glue)"] == 20.0  # 100 - (40 + 5 + 25 + 10)
+    assert parts["total (profiled)"] == 320.0
+
+
+@pytest.mark.slow
+def test_bench_all_quick_writes_json_and_doc_section(tmp_path):
+    from tmtcam.bench.run_all import main
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n<!-- tmt-accuracy:start -->\nkept\n<!-- tmt-accuracy:end -->\n")
+    assert main(["--quick", "--out", str(tmp_path / "bench"), "--doc", str(doc)]) == 0
+    results = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    for key in (
+        "tmt_step_ratio",
+        "kmeans",
+        "headrank_ratio",
+        "lightning_ratio",
+        "dataloader",
+        "peak_rss",
+        "profile",
+    ):
+        assert key in results, key
+    assert {"per_image", "large"} <= set(results["kmeans"])
+    assert all(isinstance(row["auto_is_fastest"], bool) for row in results["kmeans"].values())
+    assert set(results["peak_rss"]) == {"tmt", "finetune", "promptcam"}
+    assert all(m["peak_rss_mib"] >= m["rss_built_mib"] > 0 for m in results["peak_rss"].values())
+    assert (
+        0 < results["headrank_ratio"] < 1 and results["tmt_step_ratio"] > 0 and results["lightning_ratio"] > 0
+    )
+    text = doc.read_text()
+    assert "<!-- speed:start -->" in text and "<!-- speed:end -->" in text and "kept" in text
+    assert "### Where one TMT step goes" in text and "Quick run" in text
