@@ -154,7 +154,7 @@ def test_adaptive_k_gives_plain_images_fewer_regions() -> None:
 
 def test_k_larger_than_patches_is_rejected_naming_the_key() -> None:
     partitioner = RegionPartitioner("kmeans", k_choices=[4, 32])
-    with pytest.raises(ValueError, match="regions.k_choices.*16 patches"):
+    with pytest.raises(ValueError, match="acte.k_choices.*16 patches"):
         partitioner(torch.randn(1, 16, 8), (4, 4))
     with pytest.raises(ValueError, match="regions.mode"):
         RegionPartitioner("superpixels")

@@ -54,22 +54,27 @@ def _dispatch(command: str, argv: list[str]) -> int:
 def run_lightning_cli(argv: Sequence[str] | None) -> None:
     """LightningCLI in subclass mode.
 
-    Every run keeps its last checkpoint (``--ckpt_path last`` resumes), stops cleanly on a NaN loss and
-    checks its run dir before training.
+    Every run keeps its last checkpoint (``--ckpt_path last`` resumes), stops cleanly on a NaN loss,
+    checks its run dir before training and never overwrites an earlier run's checkpoints.
     """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.cli import LightningCLI
 
+    from tmtcam.training.checked_cli import CheckedLightningCLI
     from tmtcam.training.config_logging import SaveAndLogConfig
     from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard
 
-    LightningCLI(
+    callbacks = [
+        ModelCheckpoint(save_last=True),
+        NonFiniteLossGuard(),
+        RunDirGuard(refuse_existing_checkpoints=True),
+    ]
+    CheckedLightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True), NonFiniteLossGuard(), RunDirGuard()]},
+        trainer_defaults={"callbacks": callbacks},
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
         args=None if argv is None else list(argv),
@@ -77,11 +82,25 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code.
+
+    Errors that are about the user's input (config, weights file, checkpoint, run dir, a NaN loss)
+    are printed as one message, without a traceback: the message names the file or key to fix.
+    Exit codes: 2 for a configuration that cannot run (as for a mistyped option), 1 for a run that
+    stopped.
+    """
     apply_offline_defaults()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in EXTRA_COMMANDS:
         return _dispatch(args[0], args[1:])
     if args[:1] in (["-h"], ["--help"]):
         print(EXTRA_HELP)
-    run_lightning_cli(argv)
+    from tmtcam.training.checked_cli import USER_FACING_ERRORS, ConfigError
+
+    try:
+        run_lightning_cli(argv)
+    except USER_FACING_ERRORS as error:
+        kind = "invalid configuration" if isinstance(error, ConfigError) else type(error).__name__
+        print(f"tmtcam: error: {kind}: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
     return 0

@@ -4,19 +4,52 @@ timm would otherwise reach for the Hugging Face hub whenever ``pretrained=True``
 cluster node (or this project's CI) has no network, so weights come from a local file through timm's
 own ``pretrained_cfg_overlay=dict(file=...)`` mechanism, which still runs timm's checkpoint filter
 (position-embedding resampling, head removal) exactly as a hub download would.
+
+timm loads such a file non-strictly (the classifier head is dropped), so a file whose keys do not
+match the model at all (another model's weights, a whole training checkpoint with prefixed keys)
+would load *nothing* and leave a random backbone behind a log line. timm reports the missing keys
+on its logger; they are collected here and a mostly-missing load is refused.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import timm
 from torch import nn
 
+VIT_PREFIXES = ("vit_", "deit", "eva")
+TIMM_BUILDER_LOGGER = "timm.models._builder"
+_MISSING_KEYS = re.compile(r"Missing keys \((.*)\) discovered")
+
 
 class WeightsError(RuntimeError):
     """A pretrained-weights request that cannot be satisfied offline (missing/corrupt file, no network)."""
+
+
+def check_model_name(model_name: str) -> None:
+    """Accept timm ViT names, with or without a pretrained tag (``vit_base_patch16_224.dino``)."""
+    architecture, _, tag = model_name.partition(".")
+    known = architecture.startswith(VIT_PREFIXES) and architecture in timm.list_models()
+    if known and (not tag or model_name in timm.list_pretrained(f"{architecture}.*")):
+        return
+    candidates = [
+        n
+        for prefix in VIT_PREFIXES
+        for n in timm.list_models(f"{prefix}*") + timm.list_pretrained(f"{prefix}*")
+    ]
+    close = difflib.get_close_matches(model_name, candidates, n=5, cutoff=0.6)
+    raise ValueError(
+        f"backbone.model_name={model_name!r} is not a timm ViT model (expected a name from "
+        f"timm.list_models('vit_*'), optionally with a tag from timm.list_pretrained(); close: {close})"
+    )
 
 
 def build_timm_vit(
@@ -33,27 +66,12 @@ def build_timm_vit(
     without ``weights`` tries timm's normal source and, when that fails (typically: no network), raises
     a :class:`WeightsError` that says how to give a local file.
     """
-    if not model_name.startswith(("vit_", "deit", "eva")) or model_name not in timm.list_models():
-        close = timm.list_models(f"*{model_name.split('_')[0]}*")[:5] if "_" in model_name else []
-        raise ValueError(
-            f"backbone.model_name={model_name!r} is not a timm ViT model "
-            f"(expected a name from timm.list_models('vit_*'); similar: {close})"
-        )
+    check_model_name(model_name)
     kwargs: dict[str, Any] = dict(num_classes=0, dynamic_img_size=True, **(model_overrides or {}))
     if img_size is not None:
         kwargs["img_size"] = img_size
     if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"backbone.weights: file not found: {path}")
-        try:
-            return timm.create_model(
-                model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
-            )
-        except Exception as err:  # torch/safetensors raise many types for a bad file
-            raise WeightsError(
-                f"backbone.weights: could not load {path} into {model_name!r}: {type(err).__name__}: {err}"
-            ) from err
+        return _from_local_file(model_name, Path(weights).expanduser(), kwargs)
     if pretrained:
         try:
             return timm.create_model(model_name, pretrained=True, **kwargs)
@@ -65,3 +83,58 @@ def build_timm_vit(
                 f"`backbone.weights: /path/to/file`."
             ) from err
     return timm.create_model(model_name, pretrained=False, **kwargs)
+
+
+def _from_local_file(model_name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
+    if not path.is_file():
+        raise WeightsError(f"backbone.weights: file not found: {path}")
+    with _missing_keys_reported() as missing:
+        try:
+            model = timm.create_model(
+                model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
+            )
+        except Exception as err:  # torch/safetensors raise many types for a bad file
+            raise WeightsError(
+                f"backbone.weights: could not load {path} ({path.stat().st_size} bytes) into {model_name!r}: is it "
+                f"truncated (an interrupted download or copy), or not a .pth/.safetensors state dict of this "
+                f"model? ({type(err).__name__}: {_first_line(err)})"
+            ) from err
+    total = len(model.state_dict())
+    if missing and len(missing) * 2 >= total:
+        raise WeightsError(
+            f"backbone.weights: {path} has none or few of the weights of {model_name!r} ({len(missing)} of "
+            f"{total} missing, e.g. {missing[:3]}); is it the weights file of another model, or a whole "
+            f"training checkpoint (give the backbone's own state dict)?"
+        )
+    if missing:
+        warnings.warn(
+            f"backbone.weights: {path} lacks {len(missing)} weights of {model_name!r}: {missing[:5]}",
+            stacklevel=3,
+        )
+    return model
+
+
+@contextmanager
+def _missing_keys_reported() -> Iterator[list[str]]:
+    """Collect the keys timm says it did not find in a pretrained file (it logs them at INFO)."""
+    missing: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = _MISSING_KEYS.search(record.getMessage())
+            if found:
+                missing.extend(key.strip() for key in found.group(1).split(","))
+
+    logger = logging.getLogger(TIMM_BUILDER_LOGGER)
+    handler, level = Collect(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield missing
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]

@@ -136,7 +136,7 @@ class RegionPartitioner:
         n = grid[0] * grid[1]
         if self.mode == "kmeans" and self.k_choices[-1] > n:
             raise ValueError(
-                f"regions.k_choices: k={self.k_choices[-1]} is larger than the {n} patches of a "
+                f"model.init_args.acte.k_choices: k={self.k_choices[-1]} is larger than the {n} patches of a "
                 f"{grid[0]}x{grid[1]} patch grid; use smaller k or larger crops"
             )
 

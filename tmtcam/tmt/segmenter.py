@@ -165,6 +165,12 @@ class TMTSegmenter(nn.Module):
             )
         return cluster
 
+    def check_input_size(self, height: int, width: int) -> None:
+        """Refuse an input size before training (the CLI calls this on any model that has it)."""
+        grid = self.backbone.grid_size(height, width)
+        if self.uses_acte:
+            self.partitioner.check_grid(grid)
+
     def forward(self, images: torch.Tensor) -> SegmenterOutput:
         grid = self.backbone.grid_size(images.shape[-2], images.shape[-1])
         if self.uses_acte:

@@ -3,13 +3,17 @@
 Loading a 19-class segmentation checkpoint into a 200-class classifier otherwise fails deep inside
 ``load_state_dict`` with dozens of "size mismatch" lines. Tasks call :func:`stamp_checkpoint` in
 ``on_save_checkpoint`` and :func:`check_checkpoint` in ``on_load_checkpoint`` (which Lightning runs
-before restoring the weights).
+before restoring the weights). The CLI also calls :func:`check_checkpoint_file` as soon as the
+arguments are parsed: LightningCLI copies a checkpoint's hyper-parameters over the config, so a
+6-class checkpoint would otherwise turn an 8-class run into a 6-class one before any check runs.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 STAMP_KEY = "tmtcam"
@@ -23,7 +27,9 @@ def stamp_checkpoint(checkpoint: dict[str, Any], module: nn.Module, num_classes:
     checkpoint[STAMP_KEY] = {"task": type(module).__name__, "num_classes": int(num_classes)}
 
 
-def check_checkpoint(checkpoint: dict[str, Any], module: nn.Module, num_classes: int, source: str = "checkpoint") -> None:
+def check_checkpoint(
+    checkpoint: dict[str, Any], module: nn.Module, num_classes: int, source: str = "checkpoint"
+) -> None:
     """Compare the stamp (and, for foreign checkpoints, the weight shapes) with ``module``."""
     stamp = checkpoint.get(STAMP_KEY)
     task = type(module).__name__
@@ -44,6 +50,39 @@ def check_checkpoint(checkpoint: dict[str, Any], module: nn.Module, num_classes:
         raise CheckpointMismatch(
             f"{source} does not fit this {task}: {len(mismatched)} weight shapes differ (e.g. {listed}); "
             f"was it trained with another backbone or number of classes?"
+        )
+
+
+def check_checkpoint_file(
+    path: str | Path, class_path: str | None, num_classes: int | None, source: str = "--ckpt_path"
+) -> None:
+    """Refuse, before anything is built, a checkpoint file of another task or number of classes.
+
+    ``class_path`` and ``num_classes`` are the run's configured model (``None``: not known, not
+    checked). Unstamped checkpoints pass: they are checked by shape when the weights are loaded.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # zip / pickle errors of a truncated or foreign file
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointMismatch(
+            f"{source} {path}: cannot be read as a checkpoint ({type(err).__name__}: {reason}); "
+            f"is it truncated (an interrupted save or copy) or not a Lightning .ckpt file?"
+        ) from err
+    stamp = checkpoint.get(STAMP_KEY) if isinstance(checkpoint, dict) else None
+    if stamp is None:
+        return
+    task = class_path.rsplit(".", 1)[-1] if class_path else None
+    if task is not None and stamp.get("task") != task:
+        raise CheckpointMismatch(
+            f"{source} {path} was written by task {stamp.get('task')!r}, but this run's model is {class_path}; "
+            f"give a checkpoint of a {task} run (or start without --ckpt_path)"
+        )
+    if num_classes is not None and stamp.get("num_classes") != num_classes:
+        raise CheckpointMismatch(
+            f"{source} {path} has {stamp.get('num_classes')} classes but this run has {num_classes} "
+            f"(model.init_args.num_classes); the class set must match to resume or evaluate. To start "
+            f"a new class set from its weights, use a fresh run (e.g. the task's init_checkpoint)"
         )
 
 

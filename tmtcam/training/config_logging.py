@@ -3,18 +3,49 @@
 LightningCLI already writes ``config.yaml`` to the log dir; a W&B dashboard shows nothing of it
 unless the config is also sent as hyper-parameters. Rank 0 only (Lightning calls ``save_config``
 there), so DDP runs log it once.
+
+The CLI lets a run overwrite ``config.yaml`` (a resumed run must be able to start in its own log
+dir), but when the log dir is shared by runs (no logger, or W&B first, whose log dir is its
+``save_dir``) that would throw away the config of the earlier run, perhaps because the new one
+failed at once. A differing earlier config is therefore moved aside, never overwritten.
 """
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
 
 class SaveAndLogConfig(SaveConfigCallback):
-    """``SaveConfigCallback`` that also logs the flattened resolved config to each attached logger."""
+    """``SaveConfigCallback`` that keeps earlier configs and logs the resolved one to each logger."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.save_to_log_dir and not self.already_saved:
+            log_dir = trainer.log_dir  # a broadcast: every rank must ask
+            if trainer.is_global_zero and log_dir:
+                keep_earlier_config(
+                    Path(log_dir) / self.config_filename, self.parser.dump(self.config, skip_none=False)
+                )
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         resolved = self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config)
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": resolved})
+
+
+def keep_earlier_config(path: Path, new_text: str) -> Path | None:
+    """Rename ``path`` to ``<stem>-<its mtime>.yaml`` if it holds another config; returns the new name."""
+    if not path.is_file() or path.read_text() == new_text:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    target = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+    counter = 1
+    while target.exists():
+        target = path.with_name(f"{path.stem}-{stamp}-{counter}{path.suffix}")
+        counter += 1
+    path.rename(target)
+    return target

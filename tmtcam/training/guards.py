@@ -1,7 +1,9 @@
 """Fail early and clearly, and never lose what a run already wrote.
 
 * :class:`RunDirGuard` checks, before any training step, that the run directory can be written and
-  has room for checkpoints: a full disk found after an hour of training would cost that hour.
+  has room for checkpoints: a full disk found after an hour of training would cost that hour. It can
+  also refuse a fresh run whose checkpoint folder already holds an earlier run's checkpoints, which
+  the new run's ``last.ckpt`` would silently replace (resuming with ``--ckpt_path`` is allowed).
 * :class:`NonFiniteLossGuard` stops at the first NaN/inf loss *before* backward, so the weights are
   never overwritten with NaN and the last good checkpoint stays the newest one on disk.
 """
@@ -29,7 +31,11 @@ class NonFiniteLossGuard(Callback):
         if math.isfinite(value):
             return
         checkpoint = _newest_checkpoint(trainer)
-        kept = f"the last good checkpoint is kept at {checkpoint}" if checkpoint else "no checkpoint had been written yet"
+        kept = (
+            f"the last good checkpoint is kept at {checkpoint}"
+            if checkpoint
+            else "no checkpoint had been written yet"
+        )
         raise TrainingFault(
             f"training loss is {value} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
             f"stopped before the weights were updated, {kept}. Try: a lower learning rate "
@@ -39,14 +45,60 @@ class NonFiniteLossGuard(Callback):
 
 
 class RunDirGuard(Callback):
-    """Reject an unwritable or nearly full run directory at setup, before any work is done."""
+    """Reject an unwritable or nearly full run directory at setup, before any work is done.
 
-    def __init__(self, min_free_mib: int = 256) -> None:
+    Rank 0 checks and every rank raises the same error: one rank stopping alone would leave the
+    others waiting forever in their next collective.
+
+    Args:
+        min_free_mib: free space the run directory must have.
+        refuse_existing_checkpoints: stop a run that does not resume (no ``ckpt_path``) when its
+            checkpoint folder already holds ``*.ckpt`` files of an earlier run.
+    """
+
+    def __init__(self, min_free_mib: int = 256, refuse_existing_checkpoints: bool = False) -> None:
         self.min_free_mib = min_free_mib
+        self.refuse_existing_checkpoints = refuse_existing_checkpoints
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        problem = None
         if trainer.global_rank == 0:
-            check_writable_dir(Path(trainer.default_root_dir), self.min_free_mib)
+            try:
+                check_writable_dir(Path(trainer.default_root_dir), self.min_free_mib)
+            except TrainingFault as fault:
+                problem = str(fault)
+        _raise_on_every_rank(trainer, problem)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Checkpoint folders are known here (``ModelCheckpoint.setup`` has run) and nothing is saved yet."""
+        if not self.refuse_existing_checkpoints or trainer.ckpt_path:
+            return
+        problem = None
+        if trainer.global_rank == 0:
+            problem = earlier_checkpoints_problem(
+                [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+            )
+        _raise_on_every_rank(trainer, problem)
+
+
+def earlier_checkpoints_problem(folders: list[Path]) -> str | None:
+    """A message naming the first folder that already holds ``*.ckpt`` files, else ``None``."""
+    for folder in folders:
+        existing = sorted(path.name for path in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if existing:
+            shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
+            return (
+                f"checkpoint folder {folder} already holds checkpoints of an earlier run ({shown}) that this "
+                f"new run would overwrite. Resume that run with --ckpt_path last, or start the new one in "
+                f"another folder with --trainer.default_root_dir"
+            )
+    return None
+
+
+def _raise_on_every_rank(trainer: Trainer, problem: str | None) -> None:
+    problem = trainer.strategy.broadcast(problem) if trainer.world_size > 1 else problem
+    if problem:
+        raise TrainingFault(problem)
 
 
 def check_writable_dir(directory: Path, min_free_mib: int = 256) -> None:
@@ -70,6 +122,8 @@ def check_writable_dir(directory: Path, min_free_mib: int = 256) -> None:
 
 
 def _newest_checkpoint(trainer: Trainer) -> str | None:
+    """This run's newest checkpoint, else the one it resumed from (its log dir may be a new one)."""
     paths = [cb.last_model_path or cb.best_model_path for cb in trainer.checkpoint_callbacks]
+    paths.append(str(trainer.ckpt_path) if trainer.ckpt_path else "")
     existing = [p for p in paths if p and Path(p).is_file()]
     return existing[0] if existing else None

@@ -13,15 +13,21 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningModule
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
 
 def image_log_dir(module: LightningModule) -> Path:
-    """Where PNG images of this run go (the trainer's log dir, or its root dir without a logger)."""
+    """Where PNG images of this run go (the first logger's dir, or the root dir without a logger).
+
+    Not ``trainer.log_dir``: that is a collective call under DDP, and only rank 0 gets here.
+    """
     trainer = module.trainer
-    base = trainer.log_dir or trainer.default_root_dir
-    return Path(base) / "images"
+    first = trainer.loggers[0] if trainer.loggers else None
+    base = None
+    if first is not None:
+        base = first.log_dir if isinstance(first, (CSVLogger, TensorBoardLogger)) else first.save_dir
+    return Path(base or trainer.default_root_dir) / "images"
 
 
 def log_images(

@@ -1,0 +1,128 @@
+"""Bad configs are refused before anything runs or is written, by a message that names the key.
+
+Exit codes as for any command line: 2 for a configuration that cannot run. jsonargparse rejects
+unknown keys and wrong types while parsing; values it cannot judge (a model name timm lacks, a crop
+the patches do not tile, more GPUs than there are) are refused by the CLI's checks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
+
+from tmtcam.training.preflight import ConfigError, check_devices, requested_devices
+
+
+def fit(tmp_path: Path, config: dict, *extra: str) -> list[str]:
+    return ["fit", "--config", str(write_config(tmp_path / "config.yaml", config)),
+            "--trainer.default_root_dir", str(tmp_path / "run"), *extra]  # fmt: skip
+
+
+def assert_refused(tmp_path: Path, code: int, err: str, *names: str) -> None:
+    assert code == 2, err[-2000:]
+    for name in names:
+        assert name in err, f"{name!r} not named in:\n{err[-2000:]}"
+    assert not (tmp_path / "run").exists(), "a refused config must not write anything"
+
+
+def test_typo_in_yaml_names_the_key(tmp_path, capsys, monkeypatch):
+    config = tmt_config()
+    config["model"]["init_args"]["num_clases"] = config["model"]["init_args"].pop("num_classes")
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "num_clases")
+
+
+def test_typo_inside_a_nested_mapping_names_the_key(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(fit(tmp_path, tmt_config(acte={"k_choise": [2]})), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "k_choise")
+    code, err = run_cli(
+        fit(tmp_path, tmt_config(backbone={**TINY_BACKBONE, "model_nme": "x"})), capsys, monkeypatch
+    )
+    assert_refused(tmp_path, code, err, "model.init_args.backbone: unknown keys ['model_nme']")
+
+
+def test_wrong_type_names_the_key_and_value(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(fit(tmp_path, tmt_config(num_classes="eight")), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "num_classes", "eight")
+    code, err = run_cli(fit(tmp_path, tmt_config(), "--trainer.max_steps", "ten"), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "trainer.max_steps", "ten")
+
+
+def test_unknown_model_name_is_refused_with_close_names(tmp_path, capsys, monkeypatch):
+    backbone = {**TINY_BACKBONE, "model_name": "vit_tinny_patch16_224"}
+    code, err = run_cli(fit(tmp_path, tmt_config(backbone=backbone)), capsys, monkeypatch)
+    assert_refused(
+        tmp_path, code, err, "backbone.model_name='vit_tinny_patch16_224'", "'vit_tiny_patch16_224'"
+    )
+
+
+def test_k_larger_than_the_number_of_patches_names_k_choices_and_crop(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(fit(tmp_path, tmt_config(acte={"k_choices": [2, 40]})), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "k_choices", "k=40", "16 patches", "data.init_args.crop_size=32")
+
+
+def test_crop_not_divisible_by_patch_size_names_crop_size(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(fit(tmp_path, tmt_config(), "--data.init_args.crop_size", "36"), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "data.init_args.crop_size=36", "patch size 8", "crop_size=32 or 40")
+
+
+def test_classifier_image_size_not_divisible_names_image_size(tmp_path, capsys, monkeypatch):
+    config = tmt_config()
+    config["model"] = {
+        "class_path": "tmtcam.tasks.PromptCAMClassifier",
+        "init_args": {"backbone": TINY_BACKBONE, "num_classes": 16},
+    }
+    config["data"] = {
+        "class_path": "data_modules.species.SpeciesDataModule",
+        "init_args": {"dataset": "synthetic", "image_size": 30},
+    }
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "data.init_args.image_size=30", "patch size 8")
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+@pytest.mark.skipif(torch.cuda.device_count() >= 4, reason="this machine has 4 GPUs")
+def test_more_devices_than_the_machine_has_names_both_settings(tmp_path, capsys, monkeypatch, accelerator):
+    extra = ["--trainer.accelerator", accelerator, "--trainer.devices", "4"]
+    code, err = run_cli(fit(tmp_path, tmt_config(), *extra), capsys, monkeypatch)
+    assert_refused(
+        tmp_path,
+        code,
+        err,
+        "trainer.devices=4",
+        f"trainer.accelerator={accelerator}",
+        f"has {torch.cuda.device_count()}",
+    )
+
+
+@pytest.mark.slow
+def test_the_command_exits_2_with_one_message_and_no_traceback(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "tmtcam", *fit(tmp_path, tmt_config(), "--data.init_args.crop_size", "36")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "tmtcam: error: invalid configuration: data.init_args.crop_size=36" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_device_requests_are_counted_like_lightning_counts_them():
+    assert [requested_devices(d) for d in (2, "2", "0,1", [0, 1, 2], "auto", -1)] == [2, 2, 2, 3, None, None]
+    check_devices("gpu", 2, available=2)
+    check_devices("cpu", 8, available=0)  # CPU "devices" are processes
+    with pytest.raises(
+        ConfigError, match=r"trainer.devices=\[0, 1, 2\] .* needs 3 GPU\(s\), but this machine has 2"
+    ):
+        check_devices("cuda", [0, 1, 2], available=2)
+    with pytest.raises(ConfigError, match="Use --trainer.accelerator cpu"):
+        check_devices("gpu", "auto", available=0)
+
+
+def test_ckpt_path_last_with_nothing_to_resume_is_an_error_not_a_fresh_start(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(fit(tmp_path, tmt_config(), "--ckpt_path", "last"), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "--ckpt_path last: no last.ckpt under trainer.default_root_dir=")

@@ -1,0 +1,199 @@
+"""Faults during a run, through the command line: a clear message, and nothing already written is lost.
+
+``test_training_guards.py`` tests the guards on a bare Trainer; here they run as users meet them:
+``tmtcam fit`` in a run dir that already holds a good run (checkpoints, config, CSV and W&B
+offline logs), which must come out of the failed run byte for byte unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import pathlib
+import re
+import shutil
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+from tiny_configs import TINY_BACKBONE, assert_nothing_lost, run_cli, snapshot, tmt_config, write_config
+from torch.utils.data import DataLoader
+
+from tmtcam.tasks import PromptCAMClassifier, TMTSegmentation
+from tmtcam.training.checkpoint_compat import CheckpointMismatch
+from tmtcam.training.config_logging import keep_earlier_config
+
+BORING_DATA = "lightning.pytorch.demos.boring_classes.BoringDataModule"
+
+
+class LossAtStep(BoringModel):
+    """BoringModel whose loss becomes ``bad_value`` from global step ``bad_step`` on."""
+
+    def __init__(self, bad_step: int = -1, bad_value: float = float("inf")) -> None:
+        super().__init__()
+        self.bad_step, self.bad_value = bad_step, bad_value
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)["loss"]
+        self.log("train/loss", loss)
+        return loss * self.bad_value if 0 <= self.bad_step <= self.global_step else loss
+
+
+def boring_fit(root: Path, *extra: str, loggers: bool = True) -> list[str]:
+    logger_args = [  # W&B first, as in experiments/: its log dir (config.yaml) is the shared save_dir
+        "--trainer.logger+=WandbLogger", "--trainer.logger.save_dir", str(root), "--trainer.logger.offline", "true",
+        "--trainer.logger+=CSVLogger", "--trainer.logger.save_dir", str(root),
+    ] if loggers else ["--trainer.logger", "false"]  # fmt: skip
+    return [
+        "fit", "--model", f"{__name__}.LossAtStep", "--data", BORING_DATA,
+        "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root), *logger_args, *extra,
+    ]  # fmt: skip
+
+
+def test_inf_loss_after_resume_names_the_step_and_leaves_the_earlier_run_untouched(
+    tmp_path, capsys, monkeypatch
+):
+    wandb = pytest.importorskip("wandb")
+    code, err = run_cli(boring_fit(tmp_path), capsys, monkeypatch)
+    wandb.finish()  # a new process in real use; here the W&B run must be closed by hand
+    assert code == 0, err[-3000:]
+    before = snapshot(tmp_path)
+    [last] = tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")  # the CLI's ModelCheckpoint, W&B run id
+    assert {str(last.relative_to(tmp_path)), "config.yaml"} <= set(before)
+    assert any(name.endswith("metrics.csv") for name in before) and any(
+        "offline-run" in name for name in before
+    )
+
+    resumed = boring_fit(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "8", "--model.bad_step", "4")
+    code, err = run_cli(resumed, capsys, monkeypatch)
+    wandb.finish()
+
+    assert code == 1, err[-3000:]
+    assert "TrainingFault: training loss is inf at global step 4" in err
+    kept = Path(re.search(r"last good checkpoint is kept at (\S+\.ckpt)", err).group(1))
+    assert str(kept.relative_to(tmp_path)) in before, "the kept checkpoint must be one of the good run's"
+    assert "gradient_clip_val" in err and "lr" in err  # what to try
+    assert_nothing_lost(tmp_path, before)
+    assert torch.load(kept, weights_only=False)["global_step"] == 4
+
+
+def test_a_fresh_run_refuses_to_overwrite_an_earlier_runs_checkpoints(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(boring_fit(tmp_path, "--trainer.max_steps", "1", loggers=False), capsys, monkeypatch)
+    assert code == 0, err[-3000:]
+    before = snapshot(tmp_path)
+    code, err = run_cli(boring_fit(tmp_path, "--trainer.max_steps", "1", loggers=False), capsys, monkeypatch)
+    assert code == 1
+    assert f"checkpoint folder {tmp_path / 'checkpoints'} already holds checkpoints" in err
+    assert "--ckpt_path last" in err and "--trainer.default_root_dir" in err
+    assert_nothing_lost(tmp_path, before)
+
+
+@pytest.mark.parametrize("fault", ["file_in_the_way", "disk_full_on_write", "too_little_free_space"])
+def test_unusable_run_dir_is_refused_before_training(tmp_path, capsys, monkeypatch, fault):
+    root = tmp_path / "run"
+    if fault == "file_in_the_way":
+        tmp_path.joinpath("blocker").write_text("a file, not a folder")
+        root = tmp_path / "blocker" / "run"
+        expected = "is not writable (Not a directory)"
+    elif fault == "disk_full_on_write":
+
+        def no_space(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+        monkeypatch.setattr(pathlib.Path, "write_bytes", no_space)
+        expected = "is not writable (No space left on device)"
+    else:
+        usage = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(
+            "tmtcam.training.guards.shutil.disk_usage", lambda _: usage._replace(free=10 * 2**20)
+        )
+        expected = "has only 10 MiB free"
+    code, err = run_cli(boring_fit(root, loggers=False), capsys, monkeypatch)
+    assert code == 1, err[-3000:]
+    assert f"TrainingFault: run directory {root} {expected}" in err and "--trainer.default_root_dir" in err
+    assert not (root / "checkpoints").exists() and not (root / "config.yaml").exists()
+
+
+def _save_checkpoint(model: L.LightningModule, batches: list[dict], path: Path) -> Path:
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, default_root_dir=path.parent,
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(batches, batch_size=None))
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """A Prompt-CAM checkpoint, a 6-class TMT checkpoint and a truncated copy of the latter."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    classifier = PromptCAMClassifier(TINY_BACKBONE, num_classes=4, heatmap_images=0, warmup_epochs=0)
+    promptcam = _save_checkpoint(
+        classifier, [{"image": images, "label": torch.tensor([0, 1])}], folder / "promptcam.ckpt"
+    )
+    segmenter = TMTSegmentation(num_classes=6, backbone=TINY_BACKBONE, method="finetune")
+    tmt6 = _save_checkpoint(
+        segmenter, [{"image": images, "mask": torch.zeros(2, 32, 32).long()}], folder / "tmt6.ckpt"
+    )
+    truncated = folder / "truncated.ckpt"
+    truncated.write_bytes(tmt6.read_bytes()[: tmt6.stat().st_size // 2])
+    return {"promptcam": promptcam, "tmt6": tmt6, "truncated": truncated}
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "expected"),
+    [
+        (
+            "promptcam",
+            "was written by task 'PromptCAMClassifier', but this run's model is tmtcam.tasks.TMTSegmentation",
+        ),
+        ("tmt6", "has 6 classes but this run has 8 (model.init_args.num_classes)"),
+        ("truncated", "cannot be read as a checkpoint"),
+    ],
+    ids=["promptcam_into_tmt", "6_into_8_classes", "truncated"],
+)
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_checkpoint_of_another_task_or_class_count_is_refused_in_words(
+    tmp_path, capsys, monkeypatch, foreign_checkpoints, checkpoint, expected, command
+):
+    path = foreign_checkpoints[checkpoint]
+    config = write_config(tmp_path / "tmt.yaml", tmt_config())
+    args = [
+        command,
+        "--config",
+        str(config),
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--ckpt_path",
+        str(path),
+    ]
+    code, err = run_cli(args, capsys, monkeypatch)
+    assert code == 1, err[-3000:]
+    assert f"CheckpointMismatch: --ckpt_path {path}" in err and expected in err
+    assert "size mismatch" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mismatched_checkpoint_is_refused_by_the_task_without_the_cli(tmp_path, foreign_checkpoints):
+    """Python users (``trainer.fit(ckpt_path=...)``) get the same words from the task's own check."""
+    model = TMTSegmentation(num_classes=8, backbone=TINY_BACKBONE, method="finetune")
+    trainer = L.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    batches = [{"image": torch.randn(2, 3, 32, 32), "mask": torch.zeros(2, 32, 32).long()}]
+    with pytest.raises(CheckpointMismatch, match="has 6 classes but this run has 8"):
+        trainer.fit(model, DataLoader(batches, batch_size=None), ckpt_path=foreign_checkpoints["tmt6"])
+
+
+def test_a_differing_earlier_config_is_moved_aside_not_overwritten(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model: a\n")
+    assert keep_earlier_config(path, "model: a\n") is None and path.read_text() == "model: a\n"
+    moved = keep_earlier_config(path, "model: b\n")
+    assert moved is not None and moved.name.startswith("config-") and moved.read_text() == "model: a\n"
+    assert not path.exists()

@@ -1,0 +1,92 @@
+"""Pretrained weights that cannot be had are refused at start-up, naming the file and what to do.
+
+Through the CLI (exit code 2, like any unusable config value) for a missing, truncated or foreign
+local file, and as a real ``python -m tmtcam`` process for ``pretrained: true`` without network,
+which must fail fast (the entry point sets ``HF_HUB_OFFLINE=1``) rather than wait on the hub.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
+
+from tmtcam.backbones import ViTBackbone
+
+
+def fit_with_backbone(tmp_path: Path, **backbone: object) -> list[str]:
+    config = write_config(tmp_path / "config.yaml", tmt_config(backbone={**TINY_BACKBONE, **backbone}))
+    return ["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run")]
+
+
+@pytest.fixture
+def good_weights(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_vit.pth"
+    torch.save(ViTBackbone(**TINY_BACKBONE).vit.state_dict(), path)
+    return path
+
+
+def assert_refused(tmp_path: Path, code: int, err: str, *names: str) -> None:
+    assert code == 2, err[-2000:]
+    for name in names:
+        assert name in err, f"{name!r} not named in:\n{err[-2000:]}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_local_weights_file_loads(tmp_path, good_weights):
+    backbone = ViTBackbone(**TINY_BACKBONE, weights=str(good_weights))
+    saved = torch.load(good_weights, weights_only=True)
+    assert all(torch.equal(saved[name], value) for name, value in backbone.vit.state_dict().items())
+
+
+def test_missing_weights_file_names_the_path(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "nowhere" / "dino_vitb16.pth"
+    code, err = run_cli(fit_with_backbone(tmp_path, weights=str(missing)), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "WeightsError", f"backbone.weights: file not found: {missing}")
+
+
+def test_truncated_weights_file_names_the_path_and_the_likely_cause(
+    tmp_path, capsys, monkeypatch, good_weights
+):
+    data = good_weights.read_bytes()
+    good_weights.write_bytes(data[: len(data) // 2])
+    code, err = run_cli(fit_with_backbone(tmp_path, weights=str(good_weights)), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, f"could not load {good_weights}", "truncated")
+
+
+def test_weights_of_another_model_are_refused_not_silently_ignored(
+    tmp_path, capsys, monkeypatch, good_weights
+):
+    """A whole training checkpoint (prefixed keys) would otherwise load nothing and train from random."""
+    state = torch.load(good_weights, weights_only=True)
+    torch.save({f"segmenter.backbone.vit.{name}": value for name, value in state.items()}, good_weights)
+    code, err = run_cli(fit_with_backbone(tmp_path, weights=str(good_weights)), capsys, monkeypatch)
+    assert_refused(
+        tmp_path,
+        code,
+        err,
+        f"backbone.weights: {good_weights} has none or few of the weights",
+        "another model",
+    )
+
+
+@pytest.mark.slow
+def test_pretrained_without_network_fails_fast_and_says_how_to_give_a_file(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}  # the entry point must set offline
+    env["HF_HOME"] = str(tmp_path / "empty_hf_cache")  # nothing cached: only the network could help
+    run = subprocess.run(  # a wait on the network would run into the timeout
+        [sys.executable, "-m", "tmtcam", *fit_with_backbone(tmp_path, pretrained=True)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert (
+        "backbone.pretrained=true but the weights of 'vit_tiny_patch16_224' could not be fetched"
+        in run.stderr
+    )
+    assert "`backbone.weights: /path/to/file`" in run.stderr
+    assert "Traceback" not in run.stderr

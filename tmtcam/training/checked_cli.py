@@ -1,0 +1,89 @@
+"""LightningCLI that checks the whole configuration before building the trainer or writing anything.
+
+jsonargparse already rejects unknown keys and wrong types by name. What it cannot know is that a
+value it accepted is unusable: a backbone name timm does not have, a weights file that is not there,
+a crop the patches do not tile, more GPUs than the machine has. Those are raised by the constructors
+(or by :mod:`tmtcam.training.preflight`) with messages that name the key; jsonargparse then buries
+them in a "Does not validate against any of the Union subtypes" dump. Here they come out alone, as
+a :class:`~tmtcam.training.preflight.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from tmtcam.backbones.loading import WeightsError
+from tmtcam.training.checkpoint_compat import CheckpointMismatch, check_checkpoint_file
+from tmtcam.training.guards import TrainingFault
+from tmtcam.training.preflight import ConfigError, check_devices, check_input_geometry
+
+# raised on purpose, with a message meant for the user (the CLI prints them without a traceback)
+USER_FACING_ERRORS = (ConfigError, TrainingFault, CheckpointMismatch, WeightsError)
+# what constructors raise for a bad argument value (FileNotFoundError: e.g. a missing init checkpoint)
+CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFoundError)
+
+
+class CheckedLightningCLI(LightningCLI):
+    """``LightningCLI`` plus checkpoint, device, input-geometry and constructor-error checks (module doc)."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Check ``--ckpt_path`` against the model *as configured*, before its hyper-parameters replace it."""
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = resolve_last_checkpoint(config.trainer.default_root_dir)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            model = config.get("model") or {}
+            init_args = model.get("init_args") or {}
+            check_checkpoint_file(ckpt_path, model.get("class_path"), init_args.get("num_classes"))
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_devices(config.trainer.accelerator, config.trainer.devices)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ConfigError:
+            raise
+        except CONSTRUCTOR_ERRORS as error:
+            cause = innermost_cause(error)
+            kind = "" if type(cause) in (ValueError, ConfigError) else f"{type(cause).__name__}: "
+            raise ConfigError(f"{kind}{cause}") from error
+        check_input_geometry(self.model, self.datamodule)
+
+
+def resolve_last_checkpoint(root: str | None) -> str:
+    """``--ckpt_path last`` -> the newest ``last*.ckpt`` under the run dir ``root``.
+
+    Lightning looks for "last" only in the checkpoint folder of the *new* run, which is a new one
+    whenever the first logger versions its folders (W&B: one per run id, CSV: ``version_N``); it
+    then warns and trains from scratch. Searching the whole run dir finds the run to resume, and
+    an empty search is an error, not a silent restart. Without ``trainer.default_root_dir`` (the
+    working directory) Lightning's own lookup is kept.
+    """
+    if not root:
+        return "last"
+    found = sorted(Path(root).rglob("last*.ckpt"), key=lambda path: path.stat().st_mtime)
+    if not found:
+        raise ConfigError(
+            f"--ckpt_path last: no last.ckpt under trainer.default_root_dir={root}; give the checkpoint's "
+            f"path, or leave out --ckpt_path to start a new run"
+        )
+    return str(found[-1])
+
+
+def innermost_cause(error: BaseException) -> BaseException:
+    """The error a constructor raised, without the wrappers jsonargparse put around it."""
+    while error.__cause__ is not None and _raised_in_jsonargparse(error):
+        error = error.__cause__
+    return error
+
+
+def _raised_in_jsonargparse(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and "jsonargparse" in frames[-1].filename

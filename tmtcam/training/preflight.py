@@ -1,0 +1,92 @@
+"""Configuration checks that need two parts of the config (or the machine), run before any work.
+
+Each part checks its own arguments when it is built; what no part can see alone is checked here:
+the data's image size against the backbone's patch size (and against whatever else a module's
+``check_input_size`` declares, e.g. k-means region counts), and ``trainer.devices`` against the GPUs this machine has.
+Otherwise these surface later and worse: a shape error inside the first forward pass, or Lightning's
+"No supported gpu backend found!" that names no setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+
+from tmtcam.backbones.vit import ViTBackbone
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+IMAGE_SIZE_KEYS = ("crop_size", "image_size")  # the training input side, by data module
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the config key(s) to change."""
+
+
+def requested_devices(devices: Any) -> int | None:
+    """How many devices ``trainer.devices`` asks for (``None``: "auto"/"-1", i.e. whatever there is)."""
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return None
+    if "," in text:
+        return len([part for part in text.split(",") if part.strip()])
+    return int(text)
+
+
+def check_devices(accelerator: Any, devices: Any, available: int | None = None) -> None:
+    """Reject asking a GPU accelerator for more GPUs than the machine has, naming both keys."""
+    if str(accelerator) not in GPU_ACCELERATORS:
+        return  # CPU "devices" are processes: any number runs
+    count = torch.cuda.device_count() if available is None else available
+    wanted = requested_devices(devices)
+    if count == 0 or (wanted is not None and wanted > count):
+        raise ConfigError(
+            f"trainer.devices={devices} with trainer.accelerator={accelerator} needs "
+            f"{wanted or 'at least one'} GPU(s), but this machine has {count}. "
+            + (f"Use --trainer.devices {count} or fewer." if count else "Use --trainer.accelerator cpu.")
+            + " Several processes on CPU: --trainer.accelerator cpu --trainer.devices N --trainer.strategy ddp"
+        )
+
+
+def check_input_geometry(model: LightningModule, datamodule: LightningDataModule | None) -> None:
+    """The data's training image side must tile into patches, and the model must accept that size.
+
+    Any module of the model may declare ``check_input_size(height, width)``, raising ``ValueError``
+    with a message that names its own config key (e.g. k-means region counts larger than the number
+    of patches); it is called here with the training crop. Models built lazily (at ``setup``, e.g. a
+    classifier reading ``num_classes`` from the data) have no backbone yet; their input size is
+    checked by the backbone at the first forward pass.
+    """
+    key, side = training_image_side(datamodule)
+    if side is None:
+        return
+    for backbone in (module for module in model.modules() if isinstance(module, ViTBackbone)):
+        patch = backbone.patch_size
+        if side % patch:
+            lower, upper = side // patch * patch, (side // patch + 1) * patch
+            suggestion = f"{key}={lower} or {upper}" if lower else f"{key}={upper}"
+            raise ConfigError(
+                f"{key}={side} is not a multiple of the backbone patch size {patch} "
+                f"(model.init_args.backbone: {backbone.model_name}, patch_size {patch}); use {suggestion}"
+            )
+    for module in model.modules():
+        check_input_size = getattr(module, "check_input_size", None)
+        if callable(check_input_size):
+            try:
+                check_input_size(side, side)
+            except ValueError as error:
+                raise ConfigError(f"{key}={side} does not suit the model: {error}") from error
+
+
+def training_image_side(datamodule: LightningDataModule | None) -> tuple[str, int | None]:
+    """``("data.init_args.<key>", side)`` of the data module's training crop, when it declares one."""
+    hparams = getattr(datamodule, "hparams", None) or {}
+    for name in IMAGE_SIZE_KEYS:
+        value = hparams.get(name)
+        if isinstance(value, int):
+            return f"data.init_args.{name}", value
+    return "", None
