@@ -1,0 +1,153 @@
+"""Interpretability metrics on hand-computed inputs, and the Grad-CAM / rollout baselines."""
+
+import math
+
+import pytest
+import torch
+
+from tmtcam.metrics.interpretability import (
+    blurred_baseline,
+    curve_auc,
+    insertion_deletion_auc,
+    keypoint_mask,
+    mass_inside_mask,
+    perturbation_curves,
+    pointing_game,
+    reveal_masks,
+    upsample_saliency,
+)
+from tmtcam.promptcam import LinearProbe, PromptCAM, VPTClassifier
+from tmtcam.promptcam.saliency_baselines import (
+    attention_rollout_maps,
+    grad_cam_maps,
+    rollout_from_attention,
+    vit_tokens_to_map,
+)
+
+
+def test_pointing_game_hits_misses_tolerance_and_empty_masks():
+    saliency = torch.zeros(3, 4, 4)
+    saliency[:, 1, 2] = 1.0  # peak at row 1, col 2
+    mask = torch.zeros(3, 4, 4)
+    mask[0, 1, 2] = 1  # hit
+    mask[1, 3, 0] = 1  # miss
+    hits = pointing_game(saliency, mask)
+    assert hits[0] == 1 and hits[1] == 0 and math.isnan(hits[2])
+    near = torch.zeros(1, 4, 4)
+    near[0, 2, 3] = 1  # one pixel diagonally off the peak
+    assert pointing_game(saliency[:1], near)[0] == 0
+    assert pointing_game(saliency[:1], near, tolerance=1)[0] == 1
+
+
+def test_pointing_game_upsamples_patch_maps_to_the_mask():
+    saliency = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])  # top-right patch
+    mask = torch.zeros(1, 8, 8)
+    mask[0, :4, 4:] = 1
+    assert upsample_saliency(saliency, (8, 8)).shape == (1, 8, 8)
+    assert pointing_game(saliency, mask)[0] == 1
+    with pytest.raises(ValueError, match="trait mask must be"):
+        pointing_game(saliency, torch.zeros(2, 8, 8))
+
+
+def test_mass_inside_mask_hand_case():
+    saliency = torch.tensor([[[1.0, 3.0], [0.0, -2.0]]])  # negative saliency counts as 0
+    mask = torch.tensor([[[0, 1], [1, 1]]])
+    assert mass_inside_mask(saliency, mask)[0] == pytest.approx(3 / 4)
+    assert math.isnan(mass_inside_mask(saliency, torch.zeros(1, 2, 2))[0])
+
+
+def test_keypoint_mask_discs_and_invisible_parts():
+    keypoints = torch.tensor([[[2.0, 1.0, 1.0], [0.0, 0.0, 0.0]]])  # second part not visible
+    mask = keypoint_mask(keypoints, (4, 5), radius=1.0)
+    expected = torch.zeros(4, 5, dtype=torch.bool)
+    expected[1, 1:4] = True
+    expected[0, 2] = expected[2, 2] = True
+    assert torch.equal(mask[0], expected)
+
+
+def test_reveal_masks_counts_follow_the_saliency_order():
+    order = torch.tensor([[2, 0, 3, 1]])
+    masks = reveal_masks(order, steps=2)
+    assert masks.tolist() == [[[0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 1]]]
+
+
+def test_curve_auc_trapezoid():
+    assert curve_auc(torch.tensor([[0.5, 0.5, 0.5]]))[0] == pytest.approx(0.5)
+    assert curve_auc(torch.tensor([[0.0, 1.0]]))[0] == pytest.approx(0.5)
+    assert curve_auc(torch.tensor([[0.0, 1.0, 1.0]]))[0] == pytest.approx(0.75)
+
+
+def _left_texture_classifier(images):
+    """Class 0's logit is 10 x (mean |channel 0| over the left half) - 5; class 1 is fixed at 0.
+
+    A checkerboard on the left gives +5; its blurred copy or the 0 baseline gives about -5.
+    """
+    left = images[:, 0, :, : images.shape[-1] // 2].abs().mean((-1, -2))
+    return torch.stack([10 * left - 5, torch.zeros_like(left)], dim=-1)
+
+
+def test_deletion_and_insertion_reward_the_faithful_map():
+    size = 48
+    checker = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 * 2.0 - 1.0
+    images = torch.zeros(2, 3, size, size)
+    images[:, :, :, : size // 2] = checker[:, : size // 2]
+    faithful = torch.zeros(2, size, size)
+    faithful[:, :, : size // 2] = 1.0
+    faithful += torch.linspace(0, 0.01, size * size).view(size, size)  # break ties deterministically
+    unfaithful = 1.0 - faithful
+    classes = torch.zeros(2, dtype=torch.long)
+    good = insertion_deletion_auc(_left_texture_classifier, images, faithful, classes, steps=8)
+    bad = insertion_deletion_auc(_left_texture_classifier, images, unfaithful, classes, steps=8)
+    assert (good["deletion"] < bad["deletion"] - 0.2).all()
+    assert (good["insertion"] > bad["insertion"] + 0.2).all()
+    curve = perturbation_curves(_left_texture_classifier, images, faithful, classes, "deletion", steps=8)
+    assert curve.shape == (2, 9)
+    assert curve[0, 0] == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item(), abs=1e-5)
+    assert curve[0, -1] == pytest.approx(torch.sigmoid(torch.tensor(-5.0)).item(), abs=1e-5)
+    with pytest.raises(ValueError, match="mode must be"):
+        perturbation_curves(_left_texture_classifier, images, faithful, classes, "erase")
+
+
+def test_blurred_baseline_keeps_mean_and_smooths():
+    image = torch.zeros(1, 3, 45, 45)
+    image[..., 22, 22] = 1.0
+    blurred = blurred_baseline(image)
+    assert blurred.shape == image.shape
+    assert blurred.max() < 0.5 and blurred.sum() == pytest.approx(3.0, rel=1e-3)
+
+
+def test_vit_tokens_to_map_drops_leading_tokens():
+    tokens = torch.arange(2 * 6 * 3, dtype=torch.float32).view(2, 6, 3)  # 2 leading + 2x2 patches, D=3
+    fmap = vit_tokens_to_map(2, (2, 2))(tokens)
+    assert fmap.shape == (2, 3, 2, 2)
+    assert torch.equal(fmap[1, :, 1, 0], tokens[1, 4])
+    with pytest.raises(ValueError, match="do not fill the grid"):
+        vit_tokens_to_map(1, (2, 2))(tokens)
+
+
+def test_rollout_of_identity_and_uniform_attention():
+    eye = torch.eye(3).expand(1, 2, 3, 3)
+    assert torch.allclose(rollout_from_attention([eye, eye]), torch.eye(3))
+    uniform = torch.full((1, 1, 2, 2), 0.5)
+    # one block: 0.5 I + 0.5 U = [[0.75, 0.25], [0.25, 0.75]]
+    assert torch.allclose(rollout_from_attention([uniform])[0], torch.tensor([[0.75, 0.25], [0.25, 0.75]]))
+
+
+@pytest.mark.parametrize("kind", [LinearProbe, VPTClassifier, PromptCAM])
+def test_grad_cam_maps_for_frozen_classifiers(tiny_vit, kind):
+    torch.manual_seed(0)
+    model = kind(tiny_vit, 3)
+    images = torch.randn(2, 3, 32, 32)
+    maps = grad_cam_maps(model, images, torch.tensor([0, 2]))
+    assert maps.shape == (2, 32, 32)
+    assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    assert all(p.grad is None for p in model.backbone.parameters())
+    other = grad_cam_maps(model, images, torch.tensor([1, 1]))
+    assert not torch.allclose(maps, other), "Grad-CAM must depend on the explained class"
+
+
+def test_attention_rollout_maps_shape_and_restores_fused_attention(tiny_vit):
+    fused = [block.attn.fused_attn for block in tiny_vit.vit.blocks]
+    maps = attention_rollout_maps(tiny_vit, torch.randn(2, 3, 32, 32))
+    assert maps.shape == (2, 4, 4) and (maps > 0).all()
+    assert [block.attn.fused_attn for block in tiny_vit.vit.blocks] == fused

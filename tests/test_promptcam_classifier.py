@@ -1,0 +1,158 @@
+"""PromptCAMClassifier: training recipe, lazy num_classes, backbone-free checkpoints, heatmap logging."""
+
+import math
+
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from tmtcam.backbones import ViTBackbone
+from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier, build_backbone, warmup_cosine_factor
+
+TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
+
+
+class ColourCasts(Dataset):
+    """Class k = a colour cast on a noisy 32x32 image: +1 on channel k (k < 3) or -1 on channel 0 (k = 3).
+
+    A global cue, so even the tiny *random* backbone of these tests passes it to the prompts.
+    """
+
+    def __init__(self, count: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, 4, (count,), generator=generator)
+        self.images = 0.3 * torch.randn(count, 3, 32, 32, generator=generator)
+        for image, label in zip(self.images, self.labels.tolist(), strict=True):
+            image[label % 3] += 1.0 if label < 3 else -1.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index], "label": self.labels[index]}
+
+
+class ColourData(LightningDataModule):
+    num_classes = 4
+    class_names = ["red", "green", "blue", "cyan"]
+
+    def train_dataloader(self):
+        return DataLoader(ColourCasts(64, 0), batch_size=16, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(ColourCasts(32, 1), batch_size=16)
+
+
+@pytest.fixture
+def backbone_config(tmp_path):
+    """A tiny random ViT saved to a file: the 'pre-trained weights' the checkpoints refer to."""
+    torch.manual_seed(0)
+    path = tmp_path / "backbone.pth"
+    torch.save(ViTBackbone(**TINY).vit.state_dict(), path)
+    return dict(TINY, weights=str(path))
+
+
+def _trainer(tmp_path, epochs=2, **kwargs):
+    defaults = dict(
+        max_epochs=epochs,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    return Trainer(**{**defaults, **kwargs})
+
+
+def test_warmup_cosine_factor_hand_values():
+    assert warmup_cosine_factor(0, 4, 12) == pytest.approx(0.25)
+    assert warmup_cosine_factor(3, 4, 12) == pytest.approx(1.0)
+    assert warmup_cosine_factor(4, 4, 12) == pytest.approx(1.0)
+    assert warmup_cosine_factor(8, 4, 12) == pytest.approx(0.5)
+    assert warmup_cosine_factor(12, 4, 12) == pytest.approx(0.0)
+    assert warmup_cosine_factor(0, 0, 10) == pytest.approx(1.0)
+    assert warmup_cosine_factor(5, 0, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_backbone_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"backbone: unknown keys \['weigths'\]"):
+        build_backbone({"model_name": "vit_tiny_patch16_224", "weigths": "x.pth"})
+    with pytest.raises(ValueError, match="backbone.weights is '\\?\\?\\?'"):
+        build_backbone({"model_name": "vit_base_patch16_224.dino", "weights": "???"})
+    with pytest.raises(ValueError, match="method must be"):
+        PromptCAMClassifier(dict(TINY), num_classes=3, method="finetune")
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adamw'"):
+        PromptCAMClassifier(dict(TINY), num_classes=3, optimizer="adam")
+
+
+def test_num_classes_comes_from_the_data_module_and_must_agree(tmp_path, backbone_config):
+    module = PromptCAMClassifier(backbone_config, heatmap_images=0)
+    assert module.model is None
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, datamodule=ColourData())
+    assert module.hparams.num_classes == 4 and module.hparams.class_names == ColourData.class_names
+    wrong = PromptCAMClassifier(backbone_config, num_classes=7)
+    with pytest.raises(ValueError, match="num_classes=7 but the data module has 4"):
+        _trainer(tmp_path, epochs=1).fit(wrong, datamodule=ColourData())
+
+
+@pytest.mark.parametrize("method", ["promptcam", "linear_probe", "vpt"])
+def test_checkpoint_holds_no_backbone_and_reloads_to_identical_logits(tmp_path, backbone_config, method):
+    module = PromptCAMClassifier(backbone_config, method=method, vpt_num_prompts=2, warmup_epochs=1, heatmap_images=0)
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(module, datamodule=ColourData())
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)
+    assert not [name for name in saved["state_dict"] if name.startswith("model.backbone.")]
+    assert saved["hyper_parameters"]["backbone"]["weights"] == backbone_config["weights"]
+    restored = PromptCAMClassifier.load_from_checkpoint(path).eval()
+    module.eval()
+    images = ColourCasts(4, 5).images
+    with torch.no_grad():
+        assert torch.equal(module(images), restored(images))
+    assert not restored.model.backbone.training
+
+
+@pytest.mark.parametrize("optimizer,kind", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_optimizer_choice_trains_only_prompts_and_head(tmp_path, backbone_config, optimizer, kind):
+    module = PromptCAMClassifier(backbone_config, num_classes=4, optimizer=optimizer, heatmap_images=0)
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=ColourData())
+    (optim,) = trainer.optimizers
+    assert isinstance(optim, kind)
+    assert sum(p.numel() for group in optim.param_groups for p in group["params"]) == 4 * 4 * 64 + 64 + 1
+
+
+def test_checkpoint_of_another_method_is_refused(tmp_path, backbone_config):
+    probe = PromptCAMClassifier(backbone_config, num_classes=4, method="linear_probe")
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(probe, datamodule=ColourData())
+    trainer.save_checkpoint(tmp_path / "probe.ckpt")
+    with pytest.raises(ValueError, match="method='linear_probe'"):
+        prompt = PromptCAMClassifier(backbone_config, num_classes=4, method="promptcam")
+        _trainer(tmp_path, epochs=2, limit_train_batches=1, limit_val_batches=0).fit(
+            prompt, datamodule=ColourData(), ckpt_path=tmp_path / "probe.ckpt"
+        )
+
+
+def test_prompt_training_learns_and_logs_heatmap_grids(tmp_path, backbone_config):
+    torch.manual_seed(0)
+    module = PromptCAMClassifier(
+        backbone_config, lr=0.05, warmup_epochs=1, prompt_dropout=0.0, heatmap_images=2, heatmap_every_n_epochs=15, top_k_heads=2
+    )
+    trainer = _trainer(tmp_path, epochs=15)
+    trainer.fit(module, datamodule=ColourData())
+    metrics = trainer.callback_metrics
+    assert metrics["val/acc"] > 0.5, f"chance is 0.25, got {float(metrics['val/acc']):.2f}"
+    assert metrics["train/loss_epoch"] < math.log(4) - 0.2
+    grids = sorted((tmp_path / "images").rglob("*.png"))
+    assert len(grids) == 1 and "heatmaps_promptcam" in str(grids[0])
+
+
+def test_baseline_heatmaps_use_grad_cam(tmp_path, backbone_config):
+    module = PromptCAMClassifier(backbone_config, num_classes=4, method="linear_probe", heatmap_images=2, heatmap_every_n_epochs=1)
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, datamodule=ColourData())
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 1

@@ -1,0 +1,38 @@
+"""`make train-promptcam` pipeline, shrunk: every stage runs, summary.json is complete, the cache is reused."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tmtcam.pipelines.promptcam_demo import main
+from tmtcam.promptcam.explain import main as explain_main
+
+TINY_RUN = [
+    "--pretrain-images", "128", "--pretrain-epochs", "1", "--train-images", "120",
+    "--prompt-epochs", "1", "--probe-epochs", "1", "--test-images", "32", "--eval-images", "8", "--heatmap-images", "2", "--steps", "4",
+]
+
+
+@pytest.mark.slow
+def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *TINY_RUN]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 <= summary["accuracy"] <= 1 and 0 <= summary["linear_probe_accuracy"] <= 1
+    for metric in ("pointing_game", "insertion", "deletion", "mass_in_trait"):
+        assert {"promptcam", "gradcam"} <= set(summary[metric]), metric
+        assert all(0 <= value <= 1 for value in summary[metric].values()), (metric, summary[metric])
+    assert len(summary["heatmaps"]) == 2 and all(Path(path).is_file() for path in summary["heatmaps"])
+    assert summary["head_ranking"]["speedup"] > 1 and summary["seconds"] > 0
+    assert "head ranking per image" in capsys.readouterr().out
+
+    assert main(["--out", str(out), *TINY_RUN]) == 0  # second run: the pre-trained backbone is reused
+    assert "[pretrain] reusing" in capsys.readouterr().out
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for index, path in enumerate(summary["heatmaps"]):
+        (images / f"{index}.png").write_bytes(Path(path).read_bytes())
+    assert explain_main(["--ckpt", summary["checkpoint"], "--images", str(images), "--out", str(tmp_path / "explained")]) == 0
+    assert (tmp_path / "explained" / "index.html").is_file()

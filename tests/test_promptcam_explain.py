@@ -1,0 +1,66 @@
+"""``tmtcam explain``: heatmap grids and a gallery for a folder of images, with clear input errors."""
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from PIL import Image
+
+from tmtcam.backbones import ViTBackbone
+from tmtcam.promptcam.explain import main
+from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
+
+TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
+
+
+def _checkpoint(tmp_path, method="promptcam"):
+    """Save an (untrained) classifier the way Lightning does, backbone referenced by file."""
+    torch.manual_seed(0)
+    weights = tmp_path / "backbone.pth"
+    torch.save(ViTBackbone(**TINY).vit.state_dict(), weights)
+    module = PromptCAMClassifier(dict(TINY, weights=str(weights)), num_classes=3, method=method, class_names=["ant", "bee", "cow"])
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(module)
+    path = tmp_path / f"{method}.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _write_images(folder):
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)).save(folder / "sub" / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+
+
+def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    _write_images(tmp_path / "photos")
+    out = tmp_path / "maps"
+    assert main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(out), "--top-k", "2"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "sub__b.png"]
+    grid = np.asarray(Image.open(out / "a.png"))
+    assert grid.shape[1] > 3 * 128  # image + 2 heads + their mean
+    page = (out / "index.html").read_text()
+    assert "sub/b.jpg" in page and "top heads" in page and "pred " in page
+    main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(out), "--class-index", "2"])
+    assert "explained cow" in (out / "index.html").read_text()
+
+
+def test_explain_input_errors_name_the_problem(tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        main(["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o")])
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        main(["--ckpt", str(tmp_path / "missing.ckpt"), "--images", str(empty), "--out", str(tmp_path / "o")])
+    (empty / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        main(["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="class-index 5"):
+        main(["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o"), "--class-index", "5"])
+    probe = _checkpoint(tmp_path, method="linear_probe")
+    with pytest.raises(ValueError, match="trait maps need method=promptcam"):
+        main(["--ckpt", str(probe), "--images", str(empty), "--out", str(tmp_path / "o")])

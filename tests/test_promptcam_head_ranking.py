@@ -1,0 +1,144 @@
+"""Head ranking: greedy logic on hand-made scores, batched == naive, trait maps."""
+
+import pytest
+import torch
+
+from tmtcam.promptcam import (
+    PromptCAM,
+    explain_batch,
+    head_ranking,
+    prompt_attention_maps,
+    rank_heads_batched,
+    rank_heads_naive,
+    top_head_map,
+)
+from tmtcam.promptcam.head_ranking import greedy_head_ranking
+
+
+def _additive_scorer(weights: torch.Tensor):
+    """Class-0 logit = sum of the weights of unblurred heads; class 1 is fixed at ``threshold``."""
+
+    def score(index, masks, threshold=0.0):
+        class0 = ((~masks).float() * weights[index, None, :]).sum(-1)
+        return torch.stack([class0, torch.full_like(class0, threshold)], dim=-1)
+
+    return score
+
+
+def test_greedy_removes_least_important_heads_first_hand_case():
+    weights = torch.tensor([[3.0, 1.0, 5.0, 2.0]])
+    score = _additive_scorer(weights)
+    base = torch.tensor([[11.0, 0.0]])
+    ranking = greedy_head_ranking(score, base, torch.tensor([0]), num_heads=4, top_k=2)
+    assert ranking.order.tolist() == [[2, 0, 3, 1]]
+    assert ranking.kept.tolist() == [[True, False, True, False]]
+    assert torch.allclose(ranking.score_drop, weights)  # additive: every head's drop is its weight
+    assert ranking.top_heads(0) == [2, 0]
+
+
+def test_greedy_until_misclassified_stops_before_the_prediction_flips():
+    weights = torch.tensor([[3.0, 1.0, 5.0, 2.0]])
+
+    def score(index, masks):
+        return _additive_scorer(weights)(index, masks, threshold=6.5)
+
+    ranking = greedy_head_ranking(score, torch.tensor([[11.0, 6.5]]), torch.tensor([0]), 4, top_k=1, until_misclassified=True)
+    # removing head 1 (11 -> 10) and head 3 (-> 8) keeps class 0; removing head 0 (-> 5) would flip it
+    assert ranking.kept.tolist() == [[True, False, True, False]]
+    assert ranking.order[0, :2].tolist() == [2, 0]
+
+
+def test_top_k_outside_range_is_rejected():
+    with pytest.raises(ValueError, match=r"top_k must be in \[1, 4\]"):
+        greedy_head_ranking(_additive_scorer(torch.ones(1, 4)), torch.zeros(1, 2), torch.tensor([0]), 4, top_k=0)
+
+
+def _peaky_model(tiny_vit, num_classes=5, variant="deep"):
+    """A random Prompt-CAM whose class scores depend on sharp last-block attention (heads matter)."""
+    torch.manual_seed(1)
+    model = PromptCAM(tiny_vit, num_classes=num_classes, variant=variant).eval()
+    with torch.no_grad():
+        tiny_vit.vit.patch_embed.proj.weight.mul_(10)
+        tiny_vit.vit.blocks[-1].attn.qkv.weight.mul_(30)
+        tiny_vit.vit.blocks[-1].attn.proj.weight.mul_(10)
+        model.prompts.tokens.normal_(0, 0.02)
+        model.head.weight.normal_(0, 1)
+    return model
+
+
+def _images(count=8):
+    return torch.randn(count, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("until_misclassified", [False, True])
+@pytest.mark.parametrize("fast", [True, False])
+def test_batched_ranking_equals_one_forward_per_mask(tiny_vit, monkeypatch, until_misclassified, fast):
+    model = _peaky_model(tiny_vit)
+    images = _images()
+    if not fast:  # exercise the whole-last-block fallback used for non-standard timm blocks
+        monkeypatch.setattr(head_ranking, "_prompt_row_scorer", lambda *args: None)
+    labels = None if until_misclassified else torch.tensor([0, 3, 4, 1, 2, 0, 1, 2])
+    batched = rank_heads_batched(model, images, labels, top_k=1, until_misclassified=until_misclassified)
+    naive = rank_heads_naive(model, images, labels, top_k=1, until_misclassified=until_misclassified)
+    assert batched.score_drop.abs().max() > 1e-1, "fixture too flat: heads should matter"
+    if until_misclassified:
+        assert set(batched.kept.sum(1).tolist()) > {1}, "fixture should stop early for some image"
+    assert torch.equal(batched.order, naive.order)
+    assert torch.equal(batched.kept, naive.kept)
+    assert torch.allclose(batched.score_drop, naive.score_drop, atol=1e-4)
+    assert torch.allclose(batched.base_logits, naive.base_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["shallow", "intermediate(3)"])
+def test_batched_ranking_equals_naive_for_other_prompt_variants(tiny_vit, variant):
+    model = _peaky_model(tiny_vit, variant=variant)
+    images = _images(4)
+    batched = rank_heads_batched(model, images, top_k=2)
+    naive = rank_heads_naive(model, images, top_k=2)
+    assert torch.equal(batched.order, naive.order)
+    assert torch.allclose(batched.score_drop, naive.score_drop, atol=1e-4)
+
+
+def test_until_misclassified_stops_exactly_before_the_prediction_flips(tiny_vit):
+    model = _peaky_model(tiny_vit)
+    images = _images()
+    ranking = rank_heads_batched(model, images, top_k=1, until_misclassified=True)
+    predicted = ranking.base_logits.argmax(-1)
+    with torch.no_grad():
+        assert torch.equal(model(images, head_blur=~ranking.kept).argmax(-1), predicted)
+        for image in (ranking.kept.sum(1) > 1).nonzero().flatten().tolist():
+            weakest = ranking.order[image, int(ranking.kept[image].sum()) - 1]
+            blur = ~ranking.kept[image].clone()
+            blur[weakest] = True
+            assert model(images[image : image + 1], head_blur=blur[None]).argmax(-1) != predicted[image]
+
+
+def test_class_index_validation(tiny_vit):
+    model = _peaky_model(tiny_vit)
+    with pytest.raises(ValueError, match=r"class_index must be in \[0, 5\)"):
+        rank_heads_batched(model, torch.randn(1, 3, 32, 32), class_index=9)
+
+
+def test_prompt_attention_maps_hand_case():
+    attention = torch.zeros(1, 2, 7, 7)  # 2 prompts, CLS, 4 patches on a 2x2 grid
+    attention[0, 0, 1, 3:] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    attention[0, 1, 1, 3:] = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    maps = prompt_attention_maps(attention, torch.tensor([1]), first_patch=3, grid=(2, 2))
+    assert maps.shape == (1, 2, 2, 2)
+    assert torch.allclose(maps[0, 0], torch.tensor([[0.1, 0.2], [0.3, 0.4]]))
+    combined = top_head_map(maps, torch.tensor([[1, 0]]), k=1)
+    assert torch.allclose(combined[0], torch.tensor([[0.4, 0.3], [0.2, 0.1]]))
+    with pytest.raises(ValueError, match="grid"):
+        prompt_attention_maps(attention, torch.tensor([1]), first_patch=3, grid=(3, 3))
+
+
+def test_explain_batch_maps_are_the_explained_class_rows(tiny_vit):
+    model = _peaky_model(tiny_vit)
+    images = torch.randn(2, 3, 32, 32)
+    explanation = explain_batch(model, images, class_index=torch.tensor([2, 4]), top_k=2)
+    assert explanation.maps.shape == (2, 4, 4, 4)
+    run = model.run(images, return_attention=True)
+    assert torch.allclose(explanation.maps[1, 3].flatten(), run.last_attention[1, 3, 4, 6:])
+    assert (explanation.maps.sum((-1, -2)) <= 1 + 1e-5).all()
+    assert explanation.saliency(2).shape == (2, 4, 4)
+    assert explanation.class_index.tolist() == [2, 4]

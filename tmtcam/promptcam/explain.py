@@ -1,0 +1,131 @@
+"""``tmtcam explain``: Prompt-CAM trait heatmaps for any folder of images, plus an HTML gallery.
+
+    tmtcam explain --ckpt runs/cub/checkpoints/last.ckpt --images photos/ --out heatmaps/ [--class-index 17]
+
+For each image: the predicted class, the explained class (``--class-index`` or the prediction), the
+top-k heads of the greedy ranking with their score drops, written as ``<out>/<name>.png``; and
+``<out>/index.html`` listing them all. The checkpoint's backbone is rebuilt from its saved reference
+(model name + weights file), so that file must exist (see :mod:`tmtcam.tasks.promptcam_classifier`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from tmtcam.promptcam.model import PromptCAM
+from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
+from tmtcam.promptcam.trait_maps import explain_batch
+from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tmtcam explain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True, type=Path, help="PromptCAMClassifier checkpoint (method: promptcam)")
+    parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for PNG grids and index.html")
+    parser.add_argument("--class-index", type=int, default=None, help="explain this class (default: the prediction)")
+    parser.add_argument("--top-k", type=int, default=3, help="heads kept by the greedy ranking and shown")
+    parser.add_argument("--until-misclassified", action="store_true", help="keep removing heads while still correct")
+    parser.add_argument("--image-size", type=int, default=None, help="crop size (default: the backbone's img_size)")
+    parser.add_argument("--resize-size", type=int, default=None, help="shorter side before the centre crop (default: size*8/7)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def find_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--images: folder not found: {folder}")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"--images: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return paths
+
+
+def eval_transform(image_size: int, resize_size: int) -> A.Compose:
+    """Shorter side to ``resize_size``, centre crop, ImageNet normalisation (the usual evaluation view)."""
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=resize_size),
+            A.CenterCrop(height=image_size, width=image_size),
+            A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
+        ]
+    )
+
+
+def load_image(path: Path, transform: A.Compose) -> torch.Tensor:
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot decode image {path}: {err}") from err
+    return torch.from_numpy(transform(image=pixels)["image"]).permute(2, 0, 1)
+
+
+def load_promptcam(ckpt: Path, device: str) -> tuple[PromptCAM, PromptCAMClassifier]:
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"--ckpt: checkpoint not found: {ckpt}")
+    module = PromptCAMClassifier.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
+    if not isinstance(module.model, PromptCAM):
+        raise ValueError(f"--ckpt {ckpt} is a method={module.hparams.method!r} model; trait maps need method=promptcam")
+    return module.model.to(device), module
+
+
+def output_name(path: Path, root: Path) -> str:
+    """Unique PNG name for ``path`` (sub-folders joined with ``__``)."""
+    return "__".join(path.relative_to(root).with_suffix("").parts) + ".png"
+
+
+def write_gallery(out: Path, entries: list[tuple[str, str, str]]) -> Path:
+    """``index.html`` with one figure per (png name, source path, caption)."""
+    figures = "\n".join(
+        f'<figure><img src="{html.escape(png)}" alt="{html.escape(source)}">'
+        f"<figcaption><b>{html.escape(source)}</b><br>{html.escape(caption)}</figcaption></figure>"
+        for png, source, caption in entries
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Prompt-CAM trait maps</title>"
+        "<style>body{font-family:sans-serif} figure{margin:1em 0} img{max-width:100%}</style></head>"
+        f"<body><h1>Prompt-CAM trait maps</h1>\n{figures}\n</body></html>\n"
+    )
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model, module = load_promptcam(args.ckpt, args.device)
+    if args.class_index is not None and not 0 <= args.class_index < model.num_classes:
+        raise ValueError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
+    top_k = min(args.top_k, model.backbone.num_heads)
+    image_size = args.image_size or int(module.hparams.backbone.get("img_size", 224))
+    transform = eval_transform(image_size, args.resize_size or round(image_size * 8 / 7))
+    paths = find_images(args.images)
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = module.hparams.class_names
+    entries = []
+    for start in range(0, len(paths), args.batch_size):
+        batch_paths = paths[start : start + args.batch_size]
+        images = torch.stack([load_image(path, transform) for path in batch_paths]).to(args.device)
+        explanation = explain_batch(model, images, args.class_index, top_k=top_k, until_misclassified=args.until_misclassified)
+        rows = explanation_rows(images, explanation, names, heads_shown=top_k)
+        for index, (path, row) in enumerate(zip(batch_paths, rows, strict=True)):
+            png = output_name(path, args.images)
+            Image.fromarray(row).save(args.out / png)
+            entries.append((png, str(path.relative_to(args.images)), explanation_caption(explanation, index, names)))
+    gallery = write_gallery(args.out, entries)
+    print(f"explained {len(paths)} images -> {gallery}", file=sys.stderr)
+    return 0

@@ -1,0 +1,259 @@
+"""``PromptCAMClassifier``: Prompt-CAM (or a baseline, ``method:``) as a LightningModule.
+
+The module is thin: models live in :mod:`tmtcam.promptcam`, maths in pure functions there and in
+:mod:`tmtcam.metrics.interpretability`. What it adds is the training recipe (SGD as in the paper, or
+AdamW; linear warm-up then cosine, per step), accuracy via torchmetrics, heatmap grids logged every few epochs, and
+checkpoints that hold only what was learned.
+
+Checkpoints: the frozen backbone is *not* stored (for DINO ViT-B that is 330 MB per checkpoint
+for 0.1 MB of prompts). The backbone is rebuilt from its reference, the ``backbone`` init argument
+(``model_name`` + local ``weights`` file) saved with the hyper-parameters, so the weights file must
+still exist where it was when the checkpoint is loaded. ``num_classes`` may be left out of the
+config: it is read from the data module at ``setup`` and then saved with the hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from tmtcam.backbones import ViTBackbone
+from tmtcam.promptcam.baselines import LinearProbe, VPTClassifier
+from tmtcam.promptcam.model import FrozenBackboneModel, PromptCAM
+from tmtcam.promptcam.rendering import explanation_rows
+from tmtcam.promptcam.saliency_baselines import grad_cam_maps
+from tmtcam.promptcam.trait_maps import explain_batch
+from tmtcam.training.checkpoint_compat import check_checkpoint, stamp_checkpoint
+from tmtcam.viz.heatmaps import denormalize, heatmap_row, stack_rows
+from tmtcam.viz.image_logging import log_images
+
+Method = Literal["promptcam", "linear_probe", "vpt"]
+Optimizer = Literal["sgd", "adamw"]
+BACKBONE_PREFIX = "model.backbone."
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> 0 until ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_backbone(config: dict[str, Any]) -> ViTBackbone:
+    """``ViTBackbone(**config)`` with errors that name the offending ``backbone`` key."""
+    known = set(inspect.signature(ViTBackbone.__init__).parameters) - {"self"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"model.init_args.backbone: unknown keys {unknown}; allowed: {sorted(known)}")
+    if config.get("weights") == "???":
+        raise ValueError(
+            "model.init_args.backbone.weights is '???': give the local weights file of "
+            f"{config.get('model_name')!r} (e.g. --model.init_args.backbone.weights /path/to/dino_vitb16.pth)"
+        )
+    return ViTBackbone(**config)
+
+
+def build_classifier(
+    method: Method, backbone: ViTBackbone, num_classes: int, prompt_variant: str, prompt_dropout: float, vpt_num_prompts: int
+) -> FrozenBackboneModel:
+    if method == "promptcam":
+        return PromptCAM(backbone, num_classes, variant=prompt_variant, prompt_dropout=prompt_dropout)
+    if method == "linear_probe":
+        return LinearProbe(backbone, num_classes)
+    if method == "vpt":
+        return VPTClassifier(backbone, num_classes, num_prompts=vpt_num_prompts, prompt_dropout=prompt_dropout)
+    raise ValueError(f"model.init_args.method must be 'promptcam', 'linear_probe' or 'vpt', got {method!r}")
+
+
+class PromptCAMClassifier(LightningModule):
+    """Frozen ViT + Prompt-CAM class prompts (or ``linear_probe`` / ``vpt``), trained with cross-entropy.
+
+    Args:
+        backbone: :class:`ViTBackbone` arguments, e.g. ``{model_name: vit_base_patch16_224.dino, weights: /path}``.
+        num_classes: number of classes; ``None`` reads ``datamodule.num_classes`` at setup.
+        method: ``promptcam`` | ``linear_probe`` | ``vpt``.
+        prompt_variant: ``deep`` | ``shallow`` | ``intermediate(i)`` (Prompt-CAM only).
+        prompt_dropout: dropout on the prompt tokens (Prompt-CAM and VPT).
+        vpt_num_prompts: prompts per block for ``vpt``.
+        optimizer: ``sgd`` (the paper's recipe, with ``momentum``) or ``adamw``. On a small backbone
+            trained from scratch (the embedded demo) prompts converge faster with AdamW.
+        lr, weight_decay, momentum: optimiser settings (``momentum``: SGD only).
+        warmup_epochs, max_epochs: schedule length (``max_epochs=None``: the trainer's).
+        top_k_heads: heads shown per image in the logged heatmap grids.
+        heatmap_images: validation images in each grid (0 disables logging).
+        heatmap_every_n_epochs: grid logging period.
+        class_names: captions; ``None`` reads ``datamodule.class_names`` when present.
+    """
+
+    def __init__(
+        self,
+        backbone: dict[str, Any],
+        num_classes: int | None = None,
+        method: Method = "promptcam",
+        prompt_variant: str = "deep",
+        prompt_dropout: float = 0.1,
+        vpt_num_prompts: int = 10,
+        optimizer: Optimizer = "sgd",
+        lr: float = 0.005,
+        weight_decay: float = 1e-3,
+        momentum: float = 0.9,
+        warmup_epochs: int = 20,
+        max_epochs: int | None = None,
+        top_k_heads: int = 3,
+        heatmap_images: int = 4,
+        heatmap_every_n_epochs: int = 10,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"model.init_args.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        self.save_hyperparameters()
+        self.model: FrozenBackboneModel | None = None
+        self._heatmap_batch: dict[str, torch.Tensor] | None = None
+        if num_classes is not None:
+            self._build(num_classes)
+
+    # ------------------------------------------------------------------ construction
+    def _build(self, num_classes: int) -> None:
+        hp = self.hparams
+        self.model = build_classifier(
+            hp.method, build_backbone(dict(hp.backbone)), num_classes, hp.prompt_variant, hp.prompt_dropout, hp.vpt_num_prompts
+        )
+        self.train_acc = MulticlassAccuracy(num_classes)
+        self.val_acc = MulticlassAccuracy(num_classes)
+        self.test_acc = MulticlassAccuracy(num_classes)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if self.hparams.class_names is None and getattr(datamodule, "class_names", None) is not None:
+            self.hparams.class_names = list(datamodule.class_names)
+        if self.model is None:
+            if data_classes is None:
+                raise ValueError(
+                    "model.init_args.num_classes is not set and the data module has no `num_classes`; set one of them"
+                )
+            self.hparams.num_classes = int(data_classes)
+            self._build(int(data_classes))
+        elif data_classes is not None and int(data_classes) != self.hparams.num_classes:
+            raise ValueError(
+                f"model.init_args.num_classes={self.hparams.num_classes} but the data module has {data_classes} classes"
+            )
+
+    def _require_model(self) -> FrozenBackboneModel:
+        if self.model is None:
+            raise RuntimeError("PromptCAMClassifier has no model yet: give num_classes or run it with a data module")
+        return self.model
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._require_model()(images)
+
+    def _step(self, batch: dict[str, torch.Tensor], accuracy: MulticlassAccuracy, stage: str) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        accuracy(logits, batch["label"])
+        size = len(batch["label"])
+        self.log(
+            f"{stage}/loss", loss, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True,
+            batch_size=size, sync_dist=stage != "train",
+        )  # fmt: skip
+        self.log(f"{stage}/acc", accuracy, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_acc, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, self.val_acc, "val")
+        if batch_idx == 0 and self._heatmaps_due():
+            keep = self.hparams.heatmap_images
+            self._heatmap_batch = {"image": batch["image"][:keep], "label": batch["label"][:keep]}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, self.test_acc, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        logits = self(batch["image"])
+        return {"logits": logits, "predicted": logits.argmax(-1)}
+
+    # ------------------------------------------------------------------ heatmaps
+    def _heatmaps_due(self) -> bool:
+        every = self.hparams.heatmap_every_n_epochs
+        return (
+            self.hparams.heatmap_images > 0
+            and not self.trainer.sanity_checking
+            and (self.current_epoch + 1) % max(1, every) == 0
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if self._heatmap_batch is None:
+            return
+        batch, self._heatmap_batch = self._heatmap_batch, None
+        with torch.inference_mode(False):  # Grad-CAM needs autograd; validation runs in inference mode
+            images, labels = batch["image"].clone(), batch["label"].clone()
+            rows = self.heatmap_rows(images, labels)
+        log_images(self, f"val/heatmaps_{self.hparams.method}", [stack_rows(rows)])
+
+    def heatmap_rows(self, images: torch.Tensor, labels: torch.Tensor) -> list[np.ndarray]:
+        """Prompt-CAM: the true class's top heads; baselines: Grad-CAM of the true class."""
+        model = self._require_model()
+        names = self.hparams.class_names
+        if isinstance(model, PromptCAM):
+            explanation = explain_batch(model, images, labels, top_k=min(self.hparams.top_k_heads, model.backbone.num_heads))
+            return explanation_rows(images, explanation, names, heads_shown=self.hparams.top_k_heads)
+        maps = grad_cam_maps(model, images, labels)
+        titles = [names[int(c)] if names else str(int(c)) for c in labels]
+        return [heatmap_row(denormalize(image), [heat], ["grad-cam"], title) for image, heat, title in zip(images, maps, titles, strict=True)]
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = self.trainable_parameters()
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        total = self.trainer.estimated_stepping_batches
+        trainer_epochs = self.trainer.max_epochs
+        if not math.isfinite(total) or not trainer_epochs or trainer_epochs < 1:
+            raise ValueError("the LR schedule needs a finite run: set trainer.max_epochs")
+        steps_per_epoch = total / trainer_epochs
+        schedule_steps = int(steps_per_epoch * (hp.max_epochs or trainer_epochs))
+        warmup_steps = int(steps_per_epoch * hp.warmup_epochs)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, schedule_steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for name in [name for name in state if name.startswith(BACKBONE_PREFIX)]:
+            del state[name]
+        stamp_checkpoint(checkpoint, self, self.hparams.num_classes)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put back the rebuilt backbone's weights so the strict state-dict load sees every key."""
+        model = self._require_model()
+        saved_method = checkpoint.get("hyper_parameters", {}).get("method", self.hparams.method)
+        if saved_method != self.hparams.method:
+            raise ValueError(
+                f"checkpoint was trained with method={saved_method!r}, this model is method={self.hparams.method!r}"
+            )
+        check_checkpoint(checkpoint, self, self.hparams.num_classes)
+        backbone = {f"{BACKBONE_PREFIX}{name}": value for name, value in model.backbone.state_dict().items()}
+        checkpoint["state_dict"].update(backbone)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Prompts and heads; the backbone's parameters have ``requires_grad=False``."""
+        return [p for p in self._require_model().parameters() if p.requires_grad]
