@@ -59,7 +59,7 @@ def idle_cores() -> int:
     step wait for the slower thread: measured 3x slower than one thread. So use only idle cores.
     """
     cores = os.cpu_count() or 1
-    return max(1, min(cores, cores - round(os.getloadavg()[0])))
+    return max(1, min(cores, cores - int(os.getloadavg()[0])))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-variant", default="deep", help="deep | shallow | intermediate(i)")
     parser.add_argument("--prompt-epochs", type=int, default=12)
     parser.add_argument("--prompt-lr", type=float, default=0.01)
-    parser.add_argument("--probe-epochs", type=int, default=8)
+    parser.add_argument("--probe-epochs", type=int, default=6)
     parser.add_argument("--probe-lr", type=float, default=0.01)
     parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"), help="for prompts and probe")
     parser.add_argument("--test-images", type=int, default=None, help="accuracy test images (default: the data module's)")
