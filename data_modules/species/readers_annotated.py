@@ -3,7 +3,7 @@
 Each returns a :class:`SpeciesIndex` (0-indexed labels, official train/test split) after checking
 that the annotation files agree with each other and that every listed image exists. MATLAB
 annotations are read through scipy when it is installed; each format also has a plain-text
-layout (see docs/datasets_species.md) that needs nothing extra.
+layout (see docs/datasets.md) that needs nothing extra.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def read_flowers102(root: Path) -> SpeciesIndex:
     """
     root = require_dir(Path(root), "Oxford Flowers-102 root")
     image_dir = require_dir(root / "jpg", "Oxford Flowers-102 images")
-    text_hint = "imagelabels.txt + trnid.txt/valid.txt/tstid.txt (see docs/datasets_species.md)"
+    text_hint = "imagelabels.txt + trnid.txt/valid.txt/tstid.txt (see docs/datasets.md)"
     if (root / "imagelabels.txt").exists():
         labels_file = root / "imagelabels.txt"
         labels = [parse_int(fields[0], labels_file, line) for line, fields in read_rows(labels_file, 1)]
