@@ -14,7 +14,6 @@ config: it is read from the data module at ``setup`` and then saved with the hyp
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from tmtcam.backbones import ViTBackbone
+from tmtcam.backbones import ViTBackbone, build_backbone
 from tmtcam.promptcam.baselines import LinearProbe, VPTClassifier
 from tmtcam.promptcam.model import FrozenBackboneModel, PromptCAM
 from tmtcam.promptcam.rendering import explanation_rows
@@ -46,20 +45,6 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> floa
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_backbone(config: dict[str, Any]) -> ViTBackbone:
-    """``ViTBackbone(**config)`` with errors that name the offending ``backbone`` key."""
-    known = set(inspect.signature(ViTBackbone.__init__).parameters) - {"self"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"model.init_args.backbone: unknown keys {unknown}; allowed: {sorted(known)}")
-    if config.get("weights") == "???":
-        raise ValueError(
-            "model.init_args.backbone.weights is '???': give the local weights file of "
-            f"{config.get('model_name')!r} (e.g. --model.init_args.backbone.weights /path/to/dino_vitb16.pth)"
-        )
-    return ViTBackbone(**config)
 
 
 def build_classifier(
