@@ -99,7 +99,9 @@ def test_num_classes_comes_from_the_data_module_and_must_agree(tmp_path, backbon
 
 @pytest.mark.parametrize("method", ["promptcam", "linear_probe", "vpt"])
 def test_checkpoint_holds_no_backbone_and_reloads_to_identical_logits(tmp_path, backbone_config, method):
-    module = PromptCAMClassifier(backbone_config, method=method, vpt_num_prompts=2, warmup_epochs=1, heatmap_images=0)
+    module = PromptCAMClassifier(
+        backbone_config, method=method, vpt_num_prompts=2, warmup_epochs=1, heatmap_images=0
+    )
     trainer = _trainer(tmp_path, epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(module, datamodule=ColourData())
     path = tmp_path / "model.ckpt"
@@ -140,7 +142,13 @@ def test_checkpoint_of_another_method_is_refused(tmp_path, backbone_config):
 def test_prompt_training_learns_and_logs_heatmap_grids(tmp_path, backbone_config):
     torch.manual_seed(0)
     module = PromptCAMClassifier(
-        backbone_config, lr=0.05, warmup_epochs=1, prompt_dropout=0.0, heatmap_images=2, heatmap_every_n_epochs=15, top_k_heads=2
+        backbone_config,
+        lr=0.05,
+        warmup_epochs=1,
+        prompt_dropout=0.0,
+        heatmap_images=2,
+        heatmap_every_n_epochs=15,
+        top_k_heads=2,
     )
     trainer = _trainer(tmp_path, epochs=15)
     trainer.fit(module, datamodule=ColourData())
@@ -152,7 +160,9 @@ def test_prompt_training_learns_and_logs_heatmap_grids(tmp_path, backbone_config
 
 
 def test_baseline_heatmaps_use_grad_cam(tmp_path, backbone_config):
-    module = PromptCAMClassifier(backbone_config, num_classes=4, method="linear_probe", heatmap_images=2, heatmap_every_n_epochs=1)
+    module = PromptCAMClassifier(
+        backbone_config, num_classes=4, method="linear_probe", heatmap_images=2, heatmap_every_n_epochs=1
+    )
     trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(module, datamodule=ColourData())
     assert len(list((tmp_path / "images").rglob("*.png"))) == 1

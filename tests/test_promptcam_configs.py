@@ -32,15 +32,36 @@ def test_config_prints_through_lightning_cli(config, capsys, monkeypatch):
 
 def test_dino_recipe_in_cub_config_and_weights_override_from_the_command_line():
     run = subprocess.run(
-        [sys.executable, "-m", "tmtcam", "fit", "--config", str(CONFIGS[0].with_name("cub.yaml")),
-         "--model.init_args.backbone.weights", "/weights/dino_vitb16.pth", "--print_config"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tmtcam",
+            "fit",
+            "--config",
+            str(CONFIGS[0].with_name("cub.yaml")),
+            "--model.init_args.backbone.weights",
+            "/weights/dino_vitb16.pth",
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     printed = yaml.safe_load(run.stdout)
     model, data = printed["model"]["init_args"], printed["data"]["init_args"]
-    assert model["backbone"] == {"model_name": "vit_base_patch16_224.dino", "weights": "/weights/dino_vitb16.pth", "img_size": 224}
-    assert (model["lr"], model["momentum"], model["weight_decay"], model["warmup_epochs"], model["max_epochs"]) == (0.005, 0.9, 0.001, 20, 100)
+    assert model["backbone"] == {
+        "model_name": "vit_base_patch16_224.dino",
+        "weights": "/weights/dino_vitb16.pth",
+        "img_size": 224,
+    }
+    assert (
+        model["lr"],
+        model["momentum"],
+        model["weight_decay"],
+        model["warmup_epochs"],
+        model["max_epochs"],
+    ) == (0.005, 0.9, 0.001, 20, 100)
     assert (data["batch_size"], data["image_size"], data["resize_size"]) == (16, 224, 240)
     assert printed["trainer"]["max_epochs"] == 100
 

@@ -9,8 +9,24 @@ from tmtcam.pipelines.promptcam_demo import main
 from tmtcam.promptcam.explain import main as explain_main
 
 TINY_RUN = [
-    "--pretrain-images", "128", "--pretrain-epochs", "1", "--train-images", "120",
-    "--prompt-epochs", "1", "--probe-epochs", "1", "--test-images", "32", "--eval-images", "8", "--heatmap-images", "2", "--steps", "4",
+    "--pretrain-images",
+    "128",
+    "--pretrain-epochs",
+    "1",
+    "--train-images",
+    "120",
+    "--prompt-epochs",
+    "1",
+    "--probe-epochs",
+    "1",
+    "--test-images",
+    "32",
+    "--eval-images",
+    "8",
+    "--heatmap-images",
+    "2",
+    "--steps",
+    "4",
 ]
 
 
@@ -25,6 +41,7 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
         assert all(0 <= value <= 1 for value in summary[metric].values()), (metric, summary[metric])
     assert len(summary["heatmaps"]) == 2 and all(Path(path).is_file() for path in summary["heatmaps"])
     assert summary["head_ranking"]["speedup"] > 1 and summary["seconds"] > 0
+    assert list(summary["promptcam_by_head_count"]) == [str(k) for k in range(1, 7)]
     assert "head ranking per image" in capsys.readouterr().out
 
     assert main(["--out", str(out), *TINY_RUN]) == 0  # second run: the pre-trained backbone is reused
@@ -34,5 +51,10 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
     images.mkdir()
     for index, path in enumerate(summary["heatmaps"]):
         (images / f"{index}.png").write_bytes(Path(path).read_bytes())
-    assert explain_main(["--ckpt", summary["checkpoint"], "--images", str(images), "--out", str(tmp_path / "explained")]) == 0
+    assert (
+        explain_main(
+            ["--ckpt", summary["checkpoint"], "--images", str(images), "--out", str(tmp_path / "explained")]
+        )
+        == 0
+    )
     assert (tmp_path / "explained" / "index.html").is_file()

@@ -18,8 +18,12 @@ def _checkpoint(tmp_path, method="promptcam"):
     torch.manual_seed(0)
     weights = tmp_path / "backbone.pth"
     torch.save(ViTBackbone(**TINY).vit.state_dict(), weights)
-    module = PromptCAMClassifier(dict(TINY, weights=str(weights)), num_classes=3, method=method, class_names=["ant", "bee", "cow"])
-    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    module = PromptCAMClassifier(
+        dict(TINY, weights=str(weights)), num_classes=3, method=method, class_names=["ant", "bee", "cow"]
+    )
+    trainer = Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+    )
     trainer.strategy.connect(module)
     path = tmp_path / f"{method}.ckpt"
     trainer.save_checkpoint(path)
@@ -38,7 +42,10 @@ def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path):
     ckpt = _checkpoint(tmp_path)
     _write_images(tmp_path / "photos")
     out = tmp_path / "maps"
-    assert main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(out), "--top-k", "2"]) == 0
+    assert (
+        main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(out), "--top-k", "2"])
+        == 0
+    )
     assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "sub__b.png"]
     grid = np.asarray(Image.open(out / "a.png"))
     assert grid.shape[1] > 3 * 128  # image + 2 heads + their mean
@@ -60,7 +67,9 @@ def test_explain_input_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="broken.png"):
         main(["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="class-index 5"):
-        main(["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o"), "--class-index", "5"])
+        main(
+            ["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o"), "--class-index", "5"]
+        )
     probe = _checkpoint(tmp_path, method="linear_probe")
     with pytest.raises(ValueError, match="trait maps need method=promptcam"):
         main(["--ckpt", str(probe), "--images", str(empty), "--out", str(tmp_path / "o")])

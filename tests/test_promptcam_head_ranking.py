@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tmtcam.metrics.interpretability import mass_inside_mask
 from tmtcam.promptcam import (
     PromptCAM,
     explain_batch,
@@ -12,6 +13,7 @@ from tmtcam.promptcam import (
     rank_heads_naive,
     top_head_map,
 )
+from tmtcam.promptcam.evaluation import localisation_by_head_count
 from tmtcam.promptcam.head_ranking import greedy_head_ranking
 
 
@@ -42,7 +44,9 @@ def test_greedy_until_misclassified_stops_before_the_prediction_flips():
     def score(index, masks):
         return _additive_scorer(weights)(index, masks, threshold=6.5)
 
-    ranking = greedy_head_ranking(score, torch.tensor([[11.0, 6.5]]), torch.tensor([0]), 4, top_k=1, until_misclassified=True)
+    ranking = greedy_head_ranking(
+        score, torch.tensor([[11.0, 6.5]]), torch.tensor([0]), 4, top_k=1, until_misclassified=True
+    )
     # removing head 1 (11 -> 10) and head 3 (-> 8) keeps class 0; removing head 0 (-> 5) would flip it
     assert ranking.kept.tolist() == [[True, False, True, False]]
     assert ranking.order[0, :2].tolist() == [2, 0]
@@ -50,7 +54,9 @@ def test_greedy_until_misclassified_stops_before_the_prediction_flips():
 
 def test_top_k_outside_range_is_rejected():
     with pytest.raises(ValueError, match=r"top_k must be in \[1, 4\]"):
-        greedy_head_ranking(_additive_scorer(torch.ones(1, 4)), torch.zeros(1, 2), torch.tensor([0]), 4, top_k=0)
+        greedy_head_ranking(
+            _additive_scorer(torch.ones(1, 4)), torch.zeros(1, 2), torch.tensor([0]), 4, top_k=0
+        )
 
 
 def _peaky_model(tiny_vit, num_classes=5, variant="deep"):
@@ -142,3 +148,17 @@ def test_explain_batch_maps_are_the_explained_class_rows(tiny_vit):
     assert (explanation.maps.sum((-1, -2)) <= 1 + 1e-5).all()
     assert explanation.saliency(2).shape == (2, 4, 4)
     assert explanation.class_index.tolist() == [2, 4]
+
+
+def test_localisation_by_head_count_covers_every_k_from_one_ranking(tiny_vit):
+    model = _peaky_model(tiny_vit)
+    images, labels = _images(4), torch.tensor([0, 1, 2, 3])
+    mask = torch.zeros(4, 32, 32)
+    mask[:, :8, :8] = 1
+    result = localisation_by_head_count(model, images, labels, mask, batch_size=2)
+    assert list(result) == ["1", "2", "3", "4"]
+    all_heads = explain_batch(model, images, labels, top_k=1).maps.mean(1)
+    assert result["4"]["mass_in_trait"] == pytest.approx(
+        float(mass_inside_mask(all_heads, mask).mean()), abs=1e-4
+    )
+    assert all(0 <= scores["pointing_game"] <= 1 for scores in result.values())

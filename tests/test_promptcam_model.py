@@ -11,7 +11,9 @@ from tmtcam.promptcam import LinearProbe, PromptCAM, VPTClassifier, parse_prompt
 def _block_output(model, images, block_index):
     """Output of backbone block ``block_index`` (hooked), for comparing variants."""
     seen = []
-    handle = model.backbone.vit.blocks[block_index].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    handle = model.backbone.vit.blocks[block_index].register_forward_hook(
+        lambda _m, _i, out: seen.append(out)
+    )
     try:
         model(images)
     finally:
@@ -113,7 +115,11 @@ def test_baselines_shapes_and_trainable_parameters(tiny_vit):
     assert {n for n, p in probe.named_parameters() if p.requires_grad} == {"head.weight", "head.bias"}
     vpt = VPTClassifier(tiny_vit, num_classes=7, num_prompts=5)
     assert vpt(images).shape == (2, 7) and vpt.num_leading_tokens == 6
-    assert {n for n, p in vpt.named_parameters() if p.requires_grad} == {"prompts.tokens", "head.weight", "head.bias"}
+    assert {n for n, p in vpt.named_parameters() if p.requires_grad} == {
+        "prompts.tokens",
+        "head.weight",
+        "head.bias",
+    }
     assert set(vpt.trainable_state_dict()) == {"prompts.tokens", "head.weight", "head.bias"}
 
 

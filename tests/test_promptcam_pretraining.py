@@ -58,7 +58,12 @@ def test_pretraining_step_trains_every_term_and_needs_part_masks():
     assert set(terms) == {"part", "global", "dense"}
     assert outputs["parts"].tolist() == [1, 1, 2, 2] * 2 and 0 <= outputs["attribute_acc"] <= 1
     sum(terms.values()).backward()
-    for layer in (module.backbone.vit.blocks[0].attn.qkv, module.part_head, module.dense_head, module.global_head):
+    for layer in (
+        module.backbone.vit.blocks[0].attn.qkv,
+        module.part_head,
+        module.dense_head,
+        module.global_head,
+    ):
         assert layer.weight.grad.abs().sum() > 0
     with pytest.raises(KeyError, match="part_masks"):
         module.losses({"image": batch["image"], "attributes": batch["attributes"]})

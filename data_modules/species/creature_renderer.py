@@ -185,9 +185,15 @@ class CreatureRenderer:
             radius = size * rng.uniform(0.04, 0.14)
             cx, cy = rng.uniform(0.0, size, 2)
             window = self._window(cx, cy, radius * 1.5)
-            u, v = _rotate((self._xs[window] - cx) / radius, (self._ys[window] - cy) / radius, rng.uniform(0, np.pi))
+            u, v = _rotate(
+                (self._xs[window] - cx) / radius, (self._ys[window] - cy) / radius, rng.uniform(0, np.pi)
+            )
             aspect = rng.uniform(0.4, 1.0)
-            mask = _ellipse(u, v, 1.0, aspect) if rng.random() < 0.6 else (np.abs(u) <= 1) & (np.abs(v) <= aspect)
+            mask = (
+                _ellipse(u, v, 1.0, aspect)
+                if rng.random() < 0.6
+                else (np.abs(u) <= 1) & (np.abs(v) <= aspect)
+            )
             if rng.random() < 0.5:
                 colour = np.asarray(palette[int(rng.integers(len(palette)))]) + rng.uniform(-14.0, 14.0, 3)
             else:

@@ -143,7 +143,9 @@ class SpeciesDataModule(L.LightningDataModule):
         train_tf = build_train_transform(h.image_size, h.resize_size, seed=h.seed)
         eval_tf = build_eval_transform(h.image_size, h.resize_size)
         train_for_training, train_for_eval, test = (
-            self._synthetic_sets(train_tf, eval_tf) if self.is_synthetic else self._real_sets(train_tf, eval_tf)
+            self._synthetic_sets(train_tf, eval_tf)
+            if self.is_synthetic
+            else self._real_sets(train_tf, eval_tf)
         )
         kept, held_out = stratified_split(train_for_training.labels, h.val_fraction, h.seed)
         self.train_set = Subset(train_for_training, kept.tolist())

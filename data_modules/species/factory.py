@@ -35,7 +35,9 @@ def check_dataset_name(dataset: str) -> None:
         raise KeyError(f"unknown species dataset {dataset!r}; choose one of {DATASET_NAMES}")
 
 
-def read_species_index(dataset: str, root: str | Path | None, test_fraction: float = 0.2, seed: int = 0) -> SpeciesIndex:
+def read_species_index(
+    dataset: str, root: str | Path | None, test_fraction: float = 0.2, seed: int = 0
+) -> SpeciesIndex:
     """Index a real dataset (paths, labels, boxes, parts) without decoding images."""
     check_dataset_name(dataset)
     if dataset in SYNTHETIC_SETS:
@@ -47,7 +49,9 @@ def read_species_index(dataset: str, root: str | Path | None, test_fraction: flo
     return READERS[dataset](Path(root))
 
 
-def cap_records(records: tuple[SpeciesRecord, ...], limit: int | None, seed: int) -> tuple[SpeciesRecord, ...]:
+def cap_records(
+    records: tuple[SpeciesRecord, ...], limit: int | None, seed: int
+) -> tuple[SpeciesRecord, ...]:
     """At most ``limit`` records, balanced over classes (``None`` = all)."""
     if limit is None:
         return records
@@ -87,7 +91,9 @@ def build_species_dataset(
     transform = transform if transform is not None else build_eval_transform(image_size)
     if dataset in SYNTHETIC_SETS:
         catalogue = build_catalogue(catalogue_seed)
-        return SyntheticSpecies(SYNTHETIC_SETS[dataset], split, num_images, image_size, seed, catalogue, transform)
+        return SyntheticSpecies(
+            SYNTHETIC_SETS[dataset], split, num_images, image_size, seed, catalogue, transform
+        )
     index = read_species_index(dataset, root, test_fraction, seed)
     records = cap_records(index.train if split == "train" else index.test, num_images, seed)
     if verify:

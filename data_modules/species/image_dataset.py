@@ -66,7 +66,9 @@ class SpeciesImageDataset(Dataset):
     All records must carry the same optional fields so that every item has the same keys.
     """
 
-    def __init__(self, records: Sequence[SpeciesRecord], class_names: Sequence[str], transform: SpeciesTransform):
+    def __init__(
+        self, records: Sequence[SpeciesRecord], class_names: Sequence[str], transform: SpeciesTransform
+    ):
         if not records:
             raise SpeciesDataError("no images to build a dataset from")
         self.records = tuple(records)
@@ -76,9 +78,13 @@ class SpeciesImageDataset(Dataset):
         self._has_parts = self.records[0].parts is not None
         for record in self.records:
             if (record.bbox is not None) != self._has_bbox or (record.parts is not None) != self._has_parts:
-                raise SpeciesDataError(f"{record.path}: every record needs the same optional fields (bbox, parts)")
+                raise SpeciesDataError(
+                    f"{record.path}: every record needs the same optional fields (bbox, parts)"
+                )
             if not 0 <= record.label < len(self.class_names):
-                raise SpeciesDataError(f"{record.path}: label {record.label} outside [0, {len(self.class_names)})")
+                raise SpeciesDataError(
+                    f"{record.path}: label {record.label} outside [0, {len(self.class_names)})"
+                )
 
     @property
     def labels(self) -> np.ndarray:
@@ -107,7 +113,9 @@ class SpeciesImageDataset(Dataset):
             num_parts = len(record.parts)
             visible = (record.parts[:, 2] > 0) & sample.keypoints_inside[:num_parts]
             xy = np.where(visible[:, None], sample.keypoints[:num_parts], 0.0)
-            item["parts"] = torch.from_numpy(np.concatenate([xy, visible[:, None]], axis=1).astype(np.float32))
+            item["parts"] = torch.from_numpy(
+                np.concatenate([xy, visible[:, None]], axis=1).astype(np.float32)
+            )
         if record.bbox is not None:
             item["bbox"] = torch.from_numpy(_corners_to_box(sample.keypoints[-2:], sample.image.shape[1:]))
         return item
@@ -118,6 +126,11 @@ def _corners_to_box(corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     low, high = corners.min(axis=0), corners.max(axis=0)
     return np.array(
-        [np.clip(low[0], 0, width), np.clip(low[1], 0, height), np.clip(high[0], 0, width), np.clip(high[1], 0, height)],
+        [
+            np.clip(low[0], 0, width),
+            np.clip(low[1], 0, height),
+            np.clip(high[0], 0, width),
+            np.clip(high[1], 0, height),
+        ],
         dtype=np.float32,
     )

@@ -35,7 +35,9 @@ def _existing_image(path: Path, listed_in: Path, line: int) -> Path:
     return path
 
 
-def _id_table(path: Path, num_fields: int, reference: dict[int, object], reference_file: Path) -> dict[int, tuple]:
+def _id_table(
+    path: Path, num_fields: int, reference: dict[int, object], reference_file: Path
+) -> dict[int, tuple]:
     """``id -> (line, other fields)`` for a CUB per-image file, checked against the image ids."""
     table: dict[int, tuple] = {}
     for line, fields in read_rows(path, num_fields):
@@ -61,7 +63,9 @@ def read_cub(root: Path) -> SpeciesIndex:
         paths[image_id] = (line, relative)
 
     classes_file = root / "classes.txt"
-    class_rows = [(parse_int(i, classes_file, line), name, line) for line, (i, name) in read_rows(classes_file, 2)]
+    class_rows = [
+        (parse_int(i, classes_file, line), name, line) for line, (i, name) in read_rows(classes_file, 2)
+    ]
     for expected, (class_id, _, line) in enumerate(class_rows, start=1):
         if class_id != expected:
             raise SpeciesDataError(f"{classes_file}:{line}: class ids must run 1..N in order, got {class_id}")
@@ -77,10 +81,14 @@ def read_cub(root: Path) -> SpeciesIndex:
         label_line, (label_text,) = labels[image_id]
         label = parse_int(label_text, root / "image_class_labels.txt", label_line)
         if not 1 <= label <= len(class_names):
-            raise SpeciesDataError(f"{root / 'image_class_labels.txt'}:{label_line}: class {label} not in classes.txt")
+            raise SpeciesDataError(
+                f"{root / 'image_class_labels.txt'}:{label_line}: class {label} not in classes.txt"
+            )
         split_line, (is_train,) = splits[image_id]
         if is_train not in ("0", "1"):
-            raise SpeciesDataError(f"{root / 'train_test_split.txt'}:{split_line}: expected 0 or 1, got {is_train!r}")
+            raise SpeciesDataError(
+                f"{root / 'train_test_split.txt'}:{split_line}: expected 0 or 1, got {is_train!r}"
+            )
         box_line, box_fields = boxes[image_id]
         x, y, w, h = (parse_float(v, root / "bounding_boxes.txt", box_line) for v in box_fields)
         record = SpeciesRecord(
@@ -125,7 +133,10 @@ def read_stanford_cars(root: Path) -> SpeciesIndex:
         meta = load_matlab(root / "devkit" / "cars_meta.mat", ["class_names"], "names.csv, one name per line")
         names = [str(name) for name in np.atleast_1d(meta["class_names"])]
     splits = {}
-    for split, mat_names in (("train", ["cars_train_annos.mat"]), ("test", ["cars_test_annos_withlabels.mat"])):
+    for split, mat_names in (
+        ("train", ["cars_train_annos.mat"]),
+        ("test", ["cars_test_annos_withlabels.mat"]),
+    ):
         image_dir = require_dir(root / f"cars_{split}", f"Stanford Cars {split} images")
         csv_file = root / f"anno_{split}.csv"
         if csv_file.exists():
@@ -133,12 +144,16 @@ def read_stanford_cars(root: Path) -> SpeciesIndex:
         else:
             mat_file = first_existing(root / d / m for d in ("devkit", ".") for m in mat_names)
             if mat_file is None:
-                raise FileNotFoundError(f"Stanford Cars {split} annotations not found: {csv_file} (or devkit/{mat_names[0]})")
+                raise FileNotFoundError(
+                    f"Stanford Cars {split} annotations not found: {csv_file} (or devkit/{mat_names[0]})"
+                )
             rows = _car_rows_from_mat(mat_file)
             csv_file = mat_file
         splits[split] = [(csv_file, line, image_dir / name, box, label) for line, name, box, label in rows]
     num_classes = len(names) if names is not None else max(r[4] for rows in splits.values() for r in rows)
-    class_names = tuple(names) if names is not None else tuple(f"class_{i:03d}" for i in range(1, num_classes + 1))
+    class_names = (
+        tuple(names) if names is not None else tuple(f"class_{i:03d}" for i in range(1, num_classes + 1))
+    )
     index = {}
     for split, rows in splits.items():
         records = []
@@ -155,13 +170,20 @@ def _car_rows_from_csv(path: Path) -> list[tuple[int, str, tuple[float, ...], in
     if rows and rows[0][1][0].lower() in ("filename", "fname", "file"):
         rows = rows[1:]  # header line
     return [
-        (line, fields[0], tuple(parse_float(v, path, line) for v in fields[1:5]), parse_int(fields[5], path, line))
+        (
+            line,
+            fields[0],
+            tuple(parse_float(v, path, line) for v in fields[1:5]),
+            parse_int(fields[5], path, line),
+        )
         for line, fields in rows
     ]
 
 
 def _car_rows_from_mat(path: Path) -> list[tuple[int, str, tuple[float, ...], int]]:
-    annotations = load_matlab(path, ["annotations"], "anno_train.csv / anno_test.csv (filename,x1,y1,x2,y2,class)")
+    annotations = load_matlab(
+        path, ["annotations"], "anno_train.csv / anno_test.csv (filename,x1,y1,x2,y2,class)"
+    )
     table = np.atleast_1d(annotations["annotations"])
     fields = ("fname", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class")
     if table.dtype.names is None or any(f not in table.dtype.names for f in fields):
@@ -192,18 +214,24 @@ def read_flowers102(root: Path) -> SpeciesIndex:
         ids = {key: _read_id_list(root / f"{key}.txt") for key in ("trnid", "valid", "tstid")}
         sources = {key: root / f"{key}.txt" for key in ids}
     else:
-        setid_file = require_file(root / "setid.mat", "Flowers-102 split ids (trnid.txt/valid.txt/tstid.txt or setid.mat)")
+        setid_file = require_file(
+            root / "setid.mat", "Flowers-102 split ids (trnid.txt/valid.txt/tstid.txt or setid.mat)"
+        )
         setid = load_matlab(setid_file, ["trnid", "valid", "tstid"], text_hint)
         ids = {key: [int(v) for v in np.atleast_1d(setid[key])] for key in ("trnid", "valid", "tstid")}
         sources = dict.fromkeys(ids, setid_file)
     if not labels or min(labels) < 1:
-        raise SpeciesDataError(f"{labels_file}: labels must be 1-indexed class ids, found {min(labels, default=None)}")
+        raise SpeciesDataError(
+            f"{labels_file}: labels must be 1-indexed class ids, found {min(labels, default=None)}"
+        )
     num_classes = max(labels)
     names_file = root / "class_names.txt"
     if names_file.exists():
         class_names = tuple(read_lines(names_file, "Flowers-102 class names"))
         if len(class_names) < num_classes:
-            raise SpeciesDataError(f"{names_file}: {len(class_names)} names but {labels_file.name} uses class {num_classes}")
+            raise SpeciesDataError(
+                f"{names_file}: {len(class_names)} names but {labels_file.name} uses class {num_classes}"
+            )
     else:
         class_names = tuple(f"flower_{i:03d}" for i in range(1, num_classes + 1))
     seen: dict[int, str] = {}
@@ -211,7 +239,9 @@ def read_flowers102(root: Path) -> SpeciesIndex:
     for key, split in (("trnid", "train"), ("valid", "train"), ("tstid", "test")):
         for image_id in ids[key]:
             if not 1 <= image_id <= len(labels):
-                raise SpeciesDataError(f"{sources[key]}: image id {image_id} has no label in {labels_file.name}")
+                raise SpeciesDataError(
+                    f"{sources[key]}: image id {image_id} has no label in {labels_file.name}"
+                )
             if image_id in seen:
                 raise SpeciesDataError(f"{sources[key]}: image id {image_id} is also in {seen[image_id]}")
             seen[image_id] = key

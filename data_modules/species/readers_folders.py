@@ -39,7 +39,9 @@ def _records_from_class_dirs(split_dir: Path, class_index: dict[str, int]) -> li
             raise SpeciesDataError(f"{class_dir}: class folder is not among the training classes")
         images = list_images(class_dir)
         if not images:
-            raise SpeciesDataError(f"{class_dir}: class folder holds no images (suffixes {sorted(IMAGE_SUFFIXES)})")
+            raise SpeciesDataError(
+                f"{class_dir}: class folder holds no images (suffixes {sorted(IMAGE_SUFFIXES)})"
+            )
         records.extend(SpeciesRecord(path, class_index[class_dir.name]) for path in images)
     if not records:
         raise SpeciesDataError(f"{split_dir}: no class folders with images")
@@ -67,7 +69,9 @@ def read_stanford_dogs(root: Path) -> SpeciesIndex:
         else:
             source = first_existing(place / f"{split}_list.mat" for place in places)
             if source is None:
-                raise FileNotFoundError(f"Stanford Dogs split list not found: {root / 'lists' / f'{split}_list.txt'} (or .mat)")
+                raise FileNotFoundError(
+                    f"Stanford Dogs split list not found: {root / 'lists' / f'{split}_list.txt'} (or .mat)"
+                )
             hint = f"lists/{split}_list.txt with one path relative to Images/ per line"
             file_list = np.atleast_1d(load_matlab(source, ["file_list"], hint)["file_list"])
             entries = [(entry, str(name)) for entry, name in enumerate(file_list, start=1)]
@@ -75,7 +79,9 @@ def read_stanford_dogs(root: Path) -> SpeciesIndex:
         for line, relative in entries:
             class_name = Path(relative).parts[0]
             if class_name not in class_index:
-                raise SpeciesDataError(f"{source}:{line}: {relative!r} is not inside a class folder of {image_dir}")
+                raise SpeciesDataError(
+                    f"{source}:{line}: {relative!r} is not inside a class folder of {image_dir}"
+                )
             path = image_dir / relative
             if not path.is_file():
                 raise FileNotFoundError(f"{source}:{line}: image file not found: {path}")
@@ -116,8 +122,12 @@ def read_image_folder(root: Path, test_fraction: float = 0.2, seed: int = 0) -> 
     class_names = tuple(d.name for d in class_dirs)
     test_dir = first_existing((root / "test", root / "val")) if split_layout else None
     if test_dir is not None:
-        return SpeciesIndex(class_names, tuple(records), tuple(_records_from_class_dirs(test_dir, class_index)))
+        return SpeciesIndex(
+            class_names, tuple(records), tuple(_records_from_class_dirs(test_dir, class_index))
+        )
     if test_fraction <= 0:
-        raise SpeciesDataError(f"{root}: no test/ or val/ folder, so test_fraction must be > 0 to carve a test split")
+        raise SpeciesDataError(
+            f"{root}: no test/ or val/ folder, so test_fraction must be > 0 to carve a test split"
+        )
     kept, held_out = stratified_split([r.label for r in records], test_fraction, seed)
     return SpeciesIndex(class_names, tuple(records[i] for i in kept), tuple(records[i] for i in held_out))

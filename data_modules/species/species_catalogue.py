@@ -130,7 +130,9 @@ def random_genome(
         candidate = Species("", -1, genome)
         if all(len(differing_parts(candidate, other)) >= min_distance for other in avoid):
             return genome
-    raise RuntimeError(f"no random genome {min_distance} parts away from {len(avoid)} species in {max_attempts} draws")
+    raise RuntimeError(
+        f"no random genome {min_distance} parts away from {len(avoid)} species in {max_attempts} draws"
+    )
 
 
 @dataclass(frozen=True)
@@ -205,9 +207,13 @@ def build_catalogue(
     (including pretrain vs target) differ in at least ``min_group_distance`` parts.
     """
     if not 2 <= group_size <= 8:
-        raise ValueError(f"group_size must be in [2, 8] (look-alikes varying in <= 2 parts), got {group_size}")
+        raise ValueError(
+            f"group_size must be in [2, 8] (look-alikes varying in <= 2 parts), got {group_size}"
+        )
     if min(num_pretrain, num_target) < 2:
-        raise ValueError(f"each set needs >= 2 species, got num_pretrain={num_pretrain}, num_target={num_target}")
+        raise ValueError(
+            f"each set needs >= 2 species, got num_pretrain={num_pretrain}, num_target={num_target}"
+        )
     if not 3 <= min_group_distance <= len(PART_NAMES):
         raise ValueError(f"min_group_distance must be in [3, {len(PART_NAMES)}], got {min_group_distance}")
     rng = np.random.default_rng(seed)
@@ -223,11 +229,16 @@ def build_catalogue(
             for _ in range(max_attempts):
                 base = _draw_base(rng, counts)
                 genomes = _draw_group(rng, base, size)
-                if all(len(differing_parts(Species("", 0, g), s)) >= min_group_distance
-                       for g in genomes for s in accepted):
+                if all(
+                    len(differing_parts(Species("", 0, g), s)) >= min_group_distance
+                    for g in genomes
+                    for s in accepted
+                ):
                     break
             else:
-                raise RuntimeError(f"could not place group {group_id} {min_group_distance} parts from the others")
+                raise RuntimeError(
+                    f"could not place group {group_id} {min_group_distance} parts from the others"
+                )
             for slot, value in enumerate(base):
                 counts[slot][value] += 1
             members = [Species(f"g{group_id:02d}_s{m}", group_id, g) for m, g in enumerate(genomes)]

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: Sequence[int] | np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(kept, held_out)`` sorted index arrays; ``round(fraction * n_c)`` of each class held out.
 
     A class with at least two items gives at least one to the held-out side (when ``fraction > 0``)

@@ -53,17 +53,23 @@ class SpeciesTransform:
         inputs: dict[str, np.ndarray] = {"image": image}
         if masks is not None:
             inputs["mask"] = masks
-        inputs["keypoints"] = np.zeros((0, 2), np.float32) if keypoints is None else np.asarray(keypoints, np.float32)
+        inputs["keypoints"] = (
+            np.zeros((0, 2), np.float32) if keypoints is None else np.asarray(keypoints, np.float32)
+        )
         out = self.compose(**inputs)
         height, width = out["image"].shape[:2]
         tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
         mask_tensor = None
         if masks is not None:
-            mask_tensor = torch.from_numpy(np.ascontiguousarray(out["mask"].transpose(2, 0, 1), dtype=np.float32))
+            mask_tensor = torch.from_numpy(
+                np.ascontiguousarray(out["mask"].transpose(2, 0, 1), dtype=np.float32)
+            )
         points = inside = None
         if keypoints is not None:
             points = np.asarray(out["keypoints"], dtype=np.float32).reshape(-1, 2)
-            inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+            inside = (
+                (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+            )
         return TransformedSample(tensor, mask_tensor, points, inside)
 
 
@@ -71,10 +77,14 @@ def _resize(size: int) -> A.Resize:
     return A.Resize(size, size, interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST)
 
 
-def build_train_transform(image_size: int, resize_size: int | None = None, seed: int | None = None) -> SpeciesTransform:
+def build_train_transform(
+    image_size: int, resize_size: int | None = None, seed: int | None = None
+) -> SpeciesTransform:
     """Resize(resize) -> RandomCrop(image_size) -> HorizontalFlip; ``resize_size`` None = image_size."""
     resize = _check_sizes(image_size, resize_size)
-    return SpeciesTransform([_resize(resize), A.RandomCrop(image_size, image_size), A.HorizontalFlip(p=0.5)], seed)
+    return SpeciesTransform(
+        [_resize(resize), A.RandomCrop(image_size, image_size), A.HorizontalFlip(p=0.5)], seed
+    )
 
 
 def build_eval_transform(image_size: int, resize_size: int | None = None) -> SpeciesTransform:
@@ -86,5 +96,7 @@ def build_eval_transform(image_size: int, resize_size: int | None = None) -> Spe
 def _check_sizes(image_size: int, resize_size: int | None) -> int:
     resize = image_size if resize_size is None else resize_size
     if image_size < 1 or resize < image_size:
-        raise ValueError(f"need 1 <= image_size <= resize_size, got image_size={image_size}, resize_size={resize}")
+        raise ValueError(
+            f"need 1 <= image_size <= resize_size, got image_size={image_size}, resize_size={resize}"
+        )
     return resize

@@ -48,7 +48,9 @@ def read_rows(path: Path, num_fields: int, delimiter: str | None = None) -> list
             if not any(fields):
                 continue
             if len(fields) < num_fields:
-                raise SpeciesDataError(f"{path}:{number}: expected {num_fields} fields, got {len(fields)}: {fields}")
+                raise SpeciesDataError(
+                    f"{path}:{number}: expected {num_fields} fields, got {len(fields)}: {fields}"
+                )
             rows.append((number, fields[: num_fields - 1] + [" ".join(fields[num_fields - 1 :])]))
     return rows
 
@@ -77,10 +79,14 @@ def check_same_ids(reference: Iterable[int], reference_file: Path, ids: Iterable
     """Both files must list exactly the same ids; the message names the first id found in only one."""
     expected, found = set(reference), set(ids)
     if missing := sorted(expected - found):
-        raise SpeciesDataError(f"{path}: image id {missing[0]} from {reference_file.name} is missing "
-                               f"({len(missing)} ids missing)")
+        raise SpeciesDataError(
+            f"{path}: image id {missing[0]} from {reference_file.name} is missing "
+            f"({len(missing)} ids missing)"
+        )
     if extra := sorted(found - expected):
-        raise SpeciesDataError(f"{path}: image id {extra[0]} is not in {reference_file.name} ({len(extra)} unknown ids)")
+        raise SpeciesDataError(
+            f"{path}: image id {extra[0]} is not in {reference_file.name} ({len(extra)} unknown ids)"
+        )
 
 
 def list_images(folder: Path) -> list[Path]:

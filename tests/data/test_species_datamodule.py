@@ -78,8 +78,13 @@ class RandomDrawDataset(torch.utils.data.Dataset):
 
 def test_each_worker_gets_its_own_reproducible_augmentation_stream():
     def draws():
-        loader = DataLoader(RandomDrawDataset(), batch_size=1, num_workers=2, worker_init_fn=seed_worker_transform,
-                            generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            RandomDrawDataset(),
+            batch_size=1,
+            num_workers=2,
+            worker_init_fn=seed_worker_transform,
+            generator=torch.Generator().manual_seed(0),
+        )
         return [int(x) for x in loader]
 
     first = draws()
@@ -106,7 +111,9 @@ def test_pretrain_module_has_forty_species_and_attributes():
 
 
 def test_random_pretrain_module_is_unlabelled():
-    module = SpeciesDataModule("synthetic_random", image_size=32, num_train_images=20, num_test_images=4, batch_size=4)
+    module = SpeciesDataModule(
+        "synthetic_random", image_size=32, num_train_images=20, num_test_images=4, batch_size=4
+    )
     module.setup()
     assert module.num_classes == 0 and module.num_attributes == 67 and module.part_names
     assert len(module.train_set) + len(module.val_set) == 20
@@ -124,8 +131,16 @@ def write_folder(root, classes=("a", "b"), per_class=6):
 
 def test_real_module_caps_and_carves(tmp_path):
     root = write_folder(tmp_path)
-    module = SpeciesDataModule("imagefolder", str(root), image_size=16, resize_size=18, num_train_images=6,
-                               val_fraction=0.5, test_fraction=0.25, batch_size=2)
+    module = SpeciesDataModule(
+        "imagefolder",
+        str(root),
+        image_size=16,
+        resize_size=18,
+        num_train_images=6,
+        val_fraction=0.5,
+        test_fraction=0.25,
+        batch_size=2,
+    )
     assert module.class_names == ["a", "b"] and module.attribute_names == []
     module.setup()
     assert len(module.train_set) + len(module.val_set) == 6 and len(module.val_set) == 4
@@ -166,8 +181,15 @@ class TinyClassifier(L.LightningModule):
 @pytest.mark.parametrize("val_fraction", [0.25, 0.0])
 def test_trainer_runs_with_and_without_validation(tmp_path, val_fraction):
     module = synthetic_module(val_fraction=val_fraction)
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(TinyClassifier(module.num_classes), datamodule=module)
     assert trainer.global_step == 2
     assert ("val_loss" in trainer.callback_metrics) == (val_fraction > 0)

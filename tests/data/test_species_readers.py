@@ -48,7 +48,9 @@ def make_cub(root: Path, classes=("001.Black_footed_Albatross", "002.Laysan_Alba
             boxes.append(f"{image_id} 4.0 3.0 20.0 15.0")
             for part in range(1, CUB_NUM_PARTS + 1):
                 visible = int(part % 3 != 0)
-                parts.append(f"{image_id} {part} {float(part * 2) if visible else 0.0} {10.0 if visible else 0.0} {visible}")
+                parts.append(
+                    f"{image_id} {part} {float(part * 2) if visible else 0.0} {10.0 if visible else 0.0} {visible}"
+                )
     write_lines(root / "images.txt", images)
     write_lines(root / "image_class_labels.txt", labels)
     write_lines(root / "train_test_split.txt", split)
@@ -70,14 +72,18 @@ def test_cub_index_labels_splits_boxes_and_parts(tmp_path):
 
 def test_cub_items_carry_parts_and_bbox_in_transformed_pixels(tmp_path):
     root = make_cub(tmp_path)
-    dataset = build_species_dataset("cub", "train", root, transform=build_eval_transform(32))  # 40x30 -> 32x32
+    dataset = build_species_dataset(
+        "cub", "train", root, transform=build_eval_transform(32)
+    )  # 40x30 -> 32x32
     item = dataset[0]
     assert item["image"].shape == (3, 32, 32) and item["label"].dtype == torch.int64
     parts = item["parts"]
     assert parts.shape == (15, 3) and parts.dtype == torch.float32
     np.testing.assert_allclose(parts[1].numpy(), [4.0 * 32 / 40, 10.0 * 32 / 30, 1.0], atol=1e-4)
     assert parts[2].tolist() == [0.0, 0.0, 0.0]  # part 3 is invisible in the annotation
-    np.testing.assert_allclose(item["bbox"].numpy(), [4 * 0.8, 3 * 32 / 30, 24 * 0.8, 18 * 32 / 30], atol=1e-4)
+    np.testing.assert_allclose(
+        item["bbox"].numpy(), [4 * 0.8, 3 * 32 / 30, 24 * 0.8, 18 * 32 / 30], atol=1e-4
+    )
 
 
 def test_cub_flip_moves_parts_and_crop_hides_them(tmp_path):
@@ -183,7 +189,9 @@ def test_stanford_dogs_text_lists(tmp_path):
     for breed in breeds:
         for k in range(3):
             write_image(tmp_path / "Images" / breed / f"{breed[:9]}_{k}.jpg")
-    write_lines(tmp_path / "lists" / "train_list.txt", [f"{b}/{b[:9]}_{k}.jpg" for b in breeds for k in (0, 1)])
+    write_lines(
+        tmp_path / "lists" / "train_list.txt", [f"{b}/{b[:9]}_{k}.jpg" for b in breeds for k in (0, 1)]
+    )
     write_lines(tmp_path / "lists" / "test_list.txt", [f"{b}/{b[:9]}_2.jpg" for b in breeds])
     index = read_species_index("dogs", tmp_path)
     assert index.class_names == ("Chihuahua", "Japanese_spaniel")
@@ -203,20 +211,28 @@ def test_stanford_dogs_matlab_lists(tmp_path):
         (tmp_path / "lists").mkdir(exist_ok=True)
         scipy_io.savemat(tmp_path / "lists" / f"{split}_list.mat", {"file_list": file_list})
     index = read_species_index("dogs", tmp_path)
-    assert [r.path.name for r in index.train] == ["x.jpg", "x.jpg"] and [r.label for r in index.test] == [0, 1]
+    assert [r.path.name for r in index.train] == ["x.jpg", "x.jpg"] and [r.label for r in index.test] == [
+        0,
+        1,
+    ]
 
 
 def test_stanford_cars_csv_with_boxes(tmp_path):
     for split in ("train", "test"):
         for k in range(2):
             write_image(tmp_path / f"cars_{split}" / f"{split}{k}.jpg")
-    write_lines(tmp_path / "anno_train.csv", ["filename,x1,y1,x2,y2,class", "train0.jpg,1,2,30,20,1", "train1.jpg,0,0,39,29,2"])
+    write_lines(
+        tmp_path / "anno_train.csv",
+        ["filename,x1,y1,x2,y2,class", "train0.jpg,1,2,30,20,1", "train1.jpg,0,0,39,29,2"],
+    )
     write_lines(tmp_path / "anno_test.csv", ["test0.jpg,1,2,30,20,2", "test1.jpg,1,2,30,20,1"])
     write_lines(tmp_path / "names.csv", ["AM General Hummer SUV 2000", "Acura RL Sedan 2012"])
     index = read_species_index("cars", tmp_path)
     assert index.class_names[1] == "Acura RL Sedan 2012"
     assert [r.label for r in index.train] == [0, 1] and index.train[0].bbox == (1.0, 2.0, 30.0, 20.0)
-    item = build_species_dataset("cars", "test", tmp_path, transform=SpeciesTransform([A.HorizontalFlip(p=0.0)]))[0]
+    item = build_species_dataset(
+        "cars", "test", tmp_path, transform=SpeciesTransform([A.HorizontalFlip(p=0.0)])
+    )[0]
     assert set(item) == {"image", "label", "path", "bbox"} and item["bbox"].tolist() == [1.0, 2.0, 30.0, 20.0]
     write_lines(tmp_path / "anno_test.csv", ["test0.jpg,1,2,30,20,3"])
     with pytest.raises(SpeciesDataError, match=r"anno_test\.csv:1: class 3 outside 1\.\.2"):
@@ -232,7 +248,10 @@ def test_flowers_text_and_matlab_layouts_agree(tmp_path):
     write_lines(tmp_path / "valid.txt", ["3", "4"])
     write_lines(tmp_path / "tstid.txt", ["5 6"])
     text_index = read_species_index("flowers", tmp_path)
-    assert [r.label for r in text_index.train] == [0, 1, 0, 1] and [r.label for r in text_index.test] == [0, 1]
+    assert [r.label for r in text_index.train] == [0, 1, 0, 1] and [r.label for r in text_index.test] == [
+        0,
+        1,
+    ]
     assert text_index.class_names == ("flower_001", "flower_002")
     scipy_io = pytest.importorskip("scipy.io")
     mat_root = tmp_path / "mat"
@@ -254,7 +273,9 @@ def test_inat_folders(tmp_path):
             write_image(tmp_path / "train_mini" / category / f"{k}.jpg")
         write_image(tmp_path / "val" / category / "v.jpg")
     index = read_species_index("inat", tmp_path)
-    assert index.class_names == categories and len(index.train) == 4 and [r.label for r in index.test] == [0, 1]
+    assert (
+        index.class_names == categories and len(index.train) == 4 and [r.label for r in index.test] == [0, 1]
+    )
     (tmp_path / "val").rename(tmp_path / "elsewhere")
     with pytest.raises(FileNotFoundError, match="val"):
         read_species_index("inat", tmp_path)

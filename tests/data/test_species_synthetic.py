@@ -197,7 +197,9 @@ def test_image_is_imagenet_normalised(catalogue):
 
 def test_train_transform_crops_masks_with_the_image(catalogue):
     transform = build_train_transform(64, 80, seed=0)
-    dataset = SyntheticSpecies("target", num_images=6, image_size=80, catalogue=catalogue, transform=transform)
+    dataset = SyntheticSpecies(
+        "target", num_images=6, image_size=80, catalogue=catalogue, transform=transform
+    )
     item = dataset[2]
     assert item["image"].shape == (3, 64, 64) and item["part_masks"].shape == (5, 64, 64)
     assert set(item["trait_mask"].unique().tolist()) <= {0.0, 1.0}

@@ -118,7 +118,9 @@ def perturbation_curves(
     if mode not in ("insertion", "deletion"):
         raise ValueError(f"mode must be 'insertion' or 'deletion', got {mode!r}")
     batch, channels, height, width = images.shape
-    masks = reveal_masks(pixel_order(saliency, (height, width)), steps).view(batch, steps + 1, 1, height, width)
+    masks = reveal_masks(pixel_order(saliency, (height, width)), steps).view(
+        batch, steps + 1, 1, height, width
+    )
     if mode == "insertion":
         start, end = blurred_baseline(images), images
     else:

@@ -36,6 +36,7 @@ from tmtcam.promptcam.evaluation import (
     accuracy,
     gather_batches,
     grad_cam_explainer,
+    localisation_by_head_count,
     promptcam_explainer,
     rollout_explainer,
     score_explainer,
@@ -71,19 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-images", type=int, default=None, help="default: the data module's")
     parser.add_argument("--pretrain-epochs", type=int, default=5)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--train-images", type=int, default=None, help="synthetic species training images (default: the data module's)")
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=None,
+        help="synthetic species training images (default: the data module's)",
+    )
     parser.add_argument("--prompt-variant", default="deep", help="deep | shallow | intermediate(i)")
     parser.add_argument("--prompt-epochs", type=int, default=12)
     parser.add_argument("--prompt-lr", type=float, default=0.01)
     parser.add_argument("--probe-epochs", type=int, default=6)
     parser.add_argument("--probe-lr", type=float, default=0.01)
-    parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"), help="for prompts and probe")
-    parser.add_argument("--test-images", type=int, default=None, help="accuracy test images (default: the data module's)")
+    parser.add_argument(
+        "--optimizer", default="adamw", choices=("sgd", "adamw"), help="for prompts and probe"
+    )
+    parser.add_argument(
+        "--test-images", type=int, default=None, help="accuracy test images (default: the data module's)"
+    )
     parser.add_argument("--eval-images", type=int, default=96, help="test images scored for trait metrics")
     parser.add_argument("--heatmap-images", type=int, default=6)
     parser.add_argument("--top-k", type=int, default=2, help="heads averaged into Prompt-CAM's saliency map")
     parser.add_argument("--steps", type=int, default=16, help="insertion/deletion steps")
-    parser.add_argument("--retrain-backbone", action="store_true", help="ignore a cached pre-trained backbone")
+    parser.add_argument(
+        "--retrain-backbone", action="store_true", help="ignore a cached pre-trained backbone"
+    )
     return parser
 
 
@@ -102,7 +114,9 @@ def _trainer(out: Path, name: str, epochs: int) -> Trainer:
     )
 
 
-def _data(dataset: str, args: argparse.Namespace, num_train_images: int | None, batch_size: int) -> SpeciesDataModule:
+def _data(
+    dataset: str, args: argparse.Namespace, num_train_images: int | None, batch_size: int
+) -> SpeciesDataModule:
     return SpeciesDataModule(
         dataset=dataset,
         image_size=args.image_size,
@@ -132,7 +146,12 @@ def pretrained_backbone(args: argparse.Namespace) -> dict[str, Any]:
     }
     weights = args.out / "pretrained_backbone.pth"
     record = args.out / "pretrained_backbone.json"
-    if not args.retrain_backbone and weights.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
+    if (
+        not args.retrain_backbone
+        and weights.is_file()
+        and record.is_file()
+        and json.loads(record.read_text()) == settings
+    ):
         print(f"[pretrain] reusing {weights}")
         return dict(config, weights=str(weights))
     start = time.perf_counter()
@@ -152,7 +171,12 @@ def pretrained_backbone(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def fit_classifier(
-    method: str, backbone: dict[str, Any], data: SpeciesDataModule, args: argparse.Namespace, epochs: int, lr: float
+    method: str,
+    backbone: dict[str, Any],
+    data: SpeciesDataModule,
+    args: argparse.Namespace,
+    epochs: int,
+    lr: float,
 ) -> PromptCAMClassifier:
     module = PromptCAMClassifier(
         backbone,
@@ -171,7 +195,11 @@ def fit_classifier(
 
 
 def write_heatmaps(
-    promptcam: PromptCAMClassifier, probe: PromptCAMClassifier, batch: dict[str, torch.Tensor], out: Path, top_k: int
+    promptcam: PromptCAMClassifier,
+    probe: PromptCAMClassifier,
+    batch: dict[str, torch.Tensor],
+    out: Path,
+    top_k: int,
 ) -> list[str]:
     """Two PNG grids: Prompt-CAM's top heads per image, and Grad-CAM vs Prompt-CAM side by side."""
     folder = out / "heatmaps"
@@ -186,7 +214,11 @@ def write_heatmaps(
     for index in range(len(images)):
         maps = [batch["trait_mask"][index].float(), grad[index], explanation.saliency(top_k)[index]]
         title = names[int(labels[index])] if names else str(int(labels[index]))
-        rows.append(heatmap_row(denormalize(images[index]), maps, ["trait mask", "Grad-CAM (probe)", "Prompt-CAM"], title))
+        rows.append(
+            heatmap_row(
+                denormalize(images[index]), maps, ["trait mask", "Grad-CAM (probe)", "Prompt-CAM"], title
+            )
+        )
     comparison = folder / "gradcam_vs_promptcam.png"
     Image.fromarray(stack_rows(rows)).save(comparison)
     return [str(heads), str(comparison)]
@@ -196,7 +228,9 @@ def time_head_ranking(model: torch.nn.Module, images: torch.Tensor, top_k: int) 
     """Per-image wall time of batched vs one-forward-per-mask ranking (interleaved, median of 5)."""
     single = images[:1]
     batched, naive = time_interleaved(
-        lambda: rank_heads_batched(model, single, top_k=top_k), lambda: rank_heads_naive(model, single, top_k=top_k), repeats=5
+        lambda: rank_heads_batched(model, single, top_k=top_k),
+        lambda: rank_heads_naive(model, single, top_k=top_k),
+        repeats=5,
     )
     return {
         "batched_ms": round(batched.median * 1000, 2),
@@ -235,11 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attention_rollout": (rollout_explainer(probe.model), probe),
     }
     scores = {
-        name: score_explainer(explain, module.model, test["image"], test["label"], test["trait_mask"], steps=args.steps).as_dict()
+        name: score_explainer(
+            explain, module.model, test["image"], test["label"], test["trait_mask"], steps=args.steps
+        ).as_dict()
         for name, (explain, module) in explainers.items()
     }
     for metric in ("pointing_game", "mass_in_trait", "insertion", "deletion"):
         results[metric] = {name: values[metric] for name, values in scores.items()}
+    results["promptcam_by_head_count"] = localisation_by_head_count(
+        promptcam.model, test["image"], test["label"], test["trait_mask"]
+    )
 
     data.setup("validate")
     val = gather_batches(data.val_dataloader(), args.heatmap_images, ("image", "label", "trait_mask"))
@@ -262,6 +301,11 @@ def format_summary(results: dict[str, Any]) -> str:
             f"{name:<22}{results['pointing_game'][name]:>10.3f}{results['mass_in_trait'][name]:>8.3f}"
             f"{results['insertion'][name]:>11.3f}{results['deletion'][name]:>10.3f}"
         )
+    by_count = results["promptcam_by_head_count"]
+    lines.append(
+        "Prompt-CAM pointing / mass by heads averaged: "
+        + ", ".join(f"{k}: {v['pointing_game']:.3f} / {v['mass_in_trait']:.3f}" for k, v in by_count.items())
+    )
     ranking = results["head_ranking"]
     lines.append(
         f"head ranking per image ({ranking['num_heads']} heads): batched {ranking['batched_ms']} ms, "

@@ -43,7 +43,12 @@ class VPTClassifier(FrozenBackboneModel):
         self.num_classes = num_classes
         variant = parse_prompt_variant("deep", backbone.depth)
         self.prompts = ClassPrompts(
-            num_prompts, backbone.embed_dim, backbone.patch_size, variant, backbone.depth, dropout=prompt_dropout
+            num_prompts,
+            backbone.embed_dim,
+            backbone.patch_size,
+            variant,
+            backbone.depth,
+            dropout=prompt_dropout,
         )
         self.head = nn.Linear(backbone.embed_dim, num_classes)
 

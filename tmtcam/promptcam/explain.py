@@ -32,14 +32,27 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tmtcam explain", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, type=Path, help="PromptCAMClassifier checkpoint (method: promptcam)")
+    parser.add_argument(
+        "--ckpt", required=True, type=Path, help="PromptCAMClassifier checkpoint (method: promptcam)"
+    )
     parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for PNG grids and index.html")
-    parser.add_argument("--class-index", type=int, default=None, help="explain this class (default: the prediction)")
+    parser.add_argument(
+        "--class-index", type=int, default=None, help="explain this class (default: the prediction)"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="heads kept by the greedy ranking and shown")
-    parser.add_argument("--until-misclassified", action="store_true", help="keep removing heads while still correct")
-    parser.add_argument("--image-size", type=int, default=None, help="crop size (default: the backbone's img_size)")
-    parser.add_argument("--resize-size", type=int, default=None, help="shorter side before the centre crop (default: size*8/7)")
+    parser.add_argument(
+        "--until-misclassified", action="store_true", help="keep removing heads while still correct"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="crop size (default: the backbone's img_size)"
+    )
+    parser.add_argument(
+        "--resize-size",
+        type=int,
+        default=None,
+        help="shorter side before the centre crop (default: size*8/7)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser
@@ -79,7 +92,9 @@ def load_promptcam(ckpt: Path, device: str) -> tuple[PromptCAM, PromptCAMClassif
         raise FileNotFoundError(f"--ckpt: checkpoint not found: {ckpt}")
     module = PromptCAMClassifier.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
     if not isinstance(module.model, PromptCAM):
-        raise ValueError(f"--ckpt {ckpt} is a method={module.hparams.method!r} model; trait maps need method=promptcam")
+        raise ValueError(
+            f"--ckpt {ckpt} is a method={module.hparams.method!r} model; trait maps need method=promptcam"
+        )
     return module.model.to(device), module
 
 
@@ -120,12 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for start in range(0, len(paths), args.batch_size):
         batch_paths = paths[start : start + args.batch_size]
         images = torch.stack([load_image(path, transform) for path in batch_paths]).to(args.device)
-        explanation = explain_batch(model, images, args.class_index, top_k=top_k, until_misclassified=args.until_misclassified)
+        explanation = explain_batch(
+            model, images, args.class_index, top_k=top_k, until_misclassified=args.until_misclassified
+        )
         rows = explanation_rows(images, explanation, names, heads_shown=top_k)
         for index, (path, row) in enumerate(zip(batch_paths, rows, strict=True)):
             png = output_name(path, args.images)
             Image.fromarray(row).save(args.out / png)
-            entries.append((png, str(path.relative_to(args.images)), explanation_caption(explanation, index, names)))
+            entries.append(
+                (png, str(path.relative_to(args.images)), explanation_caption(explanation, index, names))
+            )
     gallery = write_gallery(args.out, entries)
     print(f"explained {len(paths)} images -> {gallery}", file=sys.stderr)
     return 0

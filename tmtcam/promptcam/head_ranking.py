@@ -83,7 +83,12 @@ def greedy_head_ranking(
         if until_misclassified:
             still_right = logits[local, pick].argmax(-1) == class_index[index]
             active[index[~still_right]] = False
-            index, local, head, pick = index[still_right], local[still_right], head[still_right], pick[still_right]
+            index, local, head, pick = (
+                index[still_right],
+                local[still_right],
+                head[still_right],
+                pick[still_right],
+            )
         blurred[index, head] = True
         drop[index, head] = candidate_drop[local, pick]
         removal_step[index, head] = step
@@ -155,7 +160,9 @@ def rank_heads_naive(
         )
 
     classes = _resolve_classes(base_logits, class_index)
-    return greedy_head_ranking(score, base_logits, classes, model.backbone.num_heads, top_k, until_misclassified)
+    return greedy_head_ranking(
+        score, base_logits, classes, model.backbone.num_heads, top_k, until_misclassified
+    )
 
 
 @torch.no_grad()
@@ -173,7 +180,9 @@ def rank_heads_batched(
     score = _prompt_row_scorer(model, run.last_block_input, run.last_attention)
     if score is None:
         score = _last_block_scorer(model, run.last_block_input)
-    return greedy_head_ranking(score, run.logits, classes, model.backbone.num_heads, top_k, until_misclassified)
+    return greedy_head_ranking(
+        score, run.logits, classes, model.backbone.num_heads, top_k, until_misclassified
+    )
 
 
 def _last_block_scorer(model: PromptCAM, block_input: torch.Tensor) -> MaskScorer:
@@ -196,7 +205,9 @@ def _last_block_scorer(model: PromptCAM, block_input: torch.Tensor) -> MaskScore
     return score
 
 
-def _prompt_row_scorer(model: PromptCAM, block_input: torch.Tensor, attention: torch.Tensor) -> MaskScorer | None:
+def _prompt_row_scorer(
+    model: PromptCAM, block_input: torch.Tensor, attention: torch.Tensor
+) -> MaskScorer | None:
     """Fast path for timm's standard block: only the C prompt tokens are recomputed per mask."""
     block = model.backbone.vit.blocks[-1]
     attn = block.attn

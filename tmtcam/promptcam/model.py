@@ -64,7 +64,12 @@ class PromptCAM(FrozenBackboneModel):
         self.num_classes = num_classes
         parsed = parse_prompt_variant(variant, backbone.depth)
         self.prompts = ClassPrompts(
-            num_classes, backbone.embed_dim, backbone.patch_size, parsed, backbone.depth, dropout=prompt_dropout
+            num_classes,
+            backbone.embed_dim,
+            backbone.patch_size,
+            parsed,
+            backbone.depth,
+            dropout=prompt_dropout,
         )
         self.head = nn.Linear(backbone.embed_dim, 1)
 

@@ -49,10 +49,14 @@ def attribute_slots(attribute_names: Sequence[str], part_names: Sequence[str]) -
         slot, sep, _value = name.partition("=")
         part = slot.split(".", 1)[0]
         if not sep or part not in part_names:
-            raise ValueError(f"attribute {name!r} is not '<part>.<kind>=<value>' with a part in {list(part_names)}")
+            raise ValueError(
+                f"attribute {name!r} is not '<part>.<kind>=<value>' with a part in {list(part_names)}"
+            )
         if not slot_names or slot_names[-1] != slot:
             if slot in slot_names:
-                raise ValueError(f"the values of attribute slot {slot!r} are not contiguous in the attribute list")
+                raise ValueError(
+                    f"the values of attribute slot {slot!r} are not contiguous in the attribute list"
+                )
             slot_names.append(slot)
             slot_parts.append(list(part_names).index(part))
         slot_of_attribute.append(len(slot_names) - 1)
@@ -115,13 +119,19 @@ class AttributePretraining(LightningModule):
     def _slot_losses(self, logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Mean over slots of the softmax CE within each slot: (M, A) logits, (M, S) value indices."""
         chunks = logits.split(self.slot_sizes, dim=-1)
-        return torch.stack([F.cross_entropy(chunk, values[:, slot]) for slot, chunk in enumerate(chunks)]).mean()
+        return torch.stack(
+            [F.cross_entropy(chunk, values[:, slot]) for slot, chunk in enumerate(chunks)]
+        ).mean()
 
-    def losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def losses(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The loss terms, and part logits/targets and the global attribute accuracy (for logging)."""
         missing = [key for key in ("attributes", "part_masks") if key not in batch]
         if missing:
-            raise KeyError(f"batch lacks {missing}: pre-training needs synthetic species data (synthetic_random)")
+            raise KeyError(
+                f"batch lacks {missing}: pre-training needs synthetic species data (synthetic_random)"
+            )
         out = self.backbone(batch["image"])
         cls, patches = out.prefix_tokens[:, 0], out.patch_tokens
         values = slot_values(batch["attributes"], self.slot_of_attribute, len(self.slot_sizes))
@@ -169,10 +179,15 @@ class AttributePretraining(LightningModule):
         self.log("pretrain_val/attribute_acc", outputs["attribute_acc"], on_epoch=True, batch_size=size)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=max(total, 1), pct_start=self.hparams.warmup_fraction
+            optimizer,
+            max_lr=self.hparams.lr,
+            total_steps=max(total, 1),
+            pct_start=self.hparams.warmup_fraction,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -46,7 +46,9 @@ def parse_prompt_variant(text: str, depth: int) -> PromptVariant:
         raise ValueError(f"prompt_variant={text!r}: expected 'deep', 'shallow' or 'intermediate(i)'")
     start = int(match.group(1))
     if not 0 <= start < depth:
-        raise ValueError(f"prompt_variant={text!r}: block index must be in [0, {depth}) for this {depth}-block backbone")
+        raise ValueError(
+            f"prompt_variant={text!r}: block index must be in [0, {depth}) for this {depth}-block backbone"
+        )
     return PromptVariant("deep", start)
 
 
@@ -75,7 +77,9 @@ class ClassPrompts(nn.Module):
             raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
         self.variant = variant
         bound = prompt_init_bound(patch_size, dim)
-        self.tokens = nn.Parameter(torch.empty(variant.num_sets(depth), num_prompts, dim).uniform_(-bound, bound))
+        self.tokens = nn.Parameter(
+            torch.empty(variant.num_sets(depth), num_prompts, dim).uniform_(-bound, bound)
+        )
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -84,4 +88,6 @@ class ClassPrompts(nn.Module):
 
     def insertion(self) -> PromptInsertion:
         """The schedule the backbone reads; dropout is applied here so it follows ``train()``/``eval()``."""
-        return PromptInsertion(self.dropout(self.tokens), mode=self.variant.mode, start_block=self.variant.start_block)
+        return PromptInsertion(
+            self.dropout(self.tokens), mode=self.variant.mode, start_block=self.variant.start_block
+        )

@@ -48,7 +48,9 @@ def explanation_rows(
         heads = explanation.ranking.order[index, :heads_shown].tolist()
         drops = explanation.ranking.score_drop[index]
         maps = [explanation.maps[index, head] for head in heads] + [combined[index]]
-        titles = [f"head {head} drop {float(drops[head]):.2f}" for head in heads] + [f"mean top-{heads_shown}"]
+        titles = [f"head {head} drop {float(drops[head]):.2f}" for head in heads] + [
+            f"mean top-{heads_shown}"
+        ]
         predicted, explained = int(explanation.predicted[index]), int(explanation.class_index[index])
         image_title = class_name(names, explained)
         if predicted != explained:

@@ -21,7 +21,9 @@ from torch import nn
 from tmtcam.backbones import ViTBackbone
 
 
-def vit_tokens_to_map(num_leading_tokens: int, grid: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+def vit_tokens_to_map(
+    num_leading_tokens: int, grid: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Reshape transform for Grad-CAM: (B, S, D) tokens -> (B, D, h, w) patch feature map."""
 
     def reshape(tokens: torch.Tensor) -> torch.Tensor:
@@ -71,7 +73,9 @@ def _capture_all_attention(backbone: ViTBackbone) -> Iterator[list[torch.Tensor]
     for block in backbone.vit.blocks:
         fused.append(block.attn.fused_attn)
         block.attn.fused_attn = False
-        handles.append(block.attn.attn_drop.register_forward_hook(lambda _m, _i, probs: captured.append(probs)))
+        handles.append(
+            block.attn.attn_drop.register_forward_hook(lambda _m, _i, probs: captured.append(probs))
+        )
     try:
         yield captured
     finally:

@@ -69,7 +69,9 @@ def explain_batch(
 ) -> TraitExplanation:
     """Trait maps of ``class_index`` (default: the predicted class) and the head ranking for it."""
     model.eval()
-    ranking = rank_heads_batched(model, images, class_index, top_k=top_k, until_misclassified=until_misclassified)
+    ranking = rank_heads_batched(
+        model, images, class_index, top_k=top_k, until_misclassified=until_misclassified
+    )
     run = model.run(images, return_attention=True)
     maps = prompt_attention_maps(run.last_attention, ranking.class_index, model.num_leading_tokens, run.grid)
     return TraitExplanation(logits=run.logits, class_index=ranking.class_index, maps=maps, ranking=ranking)

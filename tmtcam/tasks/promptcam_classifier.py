@@ -48,14 +48,21 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> floa
 
 
 def build_classifier(
-    method: Method, backbone: ViTBackbone, num_classes: int, prompt_variant: str, prompt_dropout: float, vpt_num_prompts: int
+    method: Method,
+    backbone: ViTBackbone,
+    num_classes: int,
+    prompt_variant: str,
+    prompt_dropout: float,
+    vpt_num_prompts: int,
 ) -> FrozenBackboneModel:
     if method == "promptcam":
         return PromptCAM(backbone, num_classes, variant=prompt_variant, prompt_dropout=prompt_dropout)
     if method == "linear_probe":
         return LinearProbe(backbone, num_classes)
     if method == "vpt":
-        return VPTClassifier(backbone, num_classes, num_prompts=vpt_num_prompts, prompt_dropout=prompt_dropout)
+        return VPTClassifier(
+            backbone, num_classes, num_prompts=vpt_num_prompts, prompt_dropout=prompt_dropout
+        )
     raise ValueError(f"model.init_args.method must be 'promptcam', 'linear_probe' or 'vpt', got {method!r}")
 
 
@@ -111,7 +118,12 @@ class PromptCAMClassifier(LightningModule):
     def _build(self, num_classes: int) -> None:
         hp = self.hparams
         self.model = build_classifier(
-            hp.method, build_backbone(dict(hp.backbone)), num_classes, hp.prompt_variant, hp.prompt_dropout, hp.vpt_num_prompts
+            hp.method,
+            build_backbone(dict(hp.backbone)),
+            num_classes,
+            hp.prompt_variant,
+            hp.prompt_dropout,
+            hp.vpt_num_prompts,
         )
         self.train_acc = MulticlassAccuracy(num_classes)
         self.val_acc = MulticlassAccuracy(num_classes)
@@ -136,7 +148,9 @@ class PromptCAMClassifier(LightningModule):
 
     def _require_model(self) -> FrozenBackboneModel:
         if self.model is None:
-            raise RuntimeError("PromptCAMClassifier has no model yet: give num_classes or run it with a data module")
+            raise RuntimeError(
+                "PromptCAMClassifier has no model yet: give num_classes or run it with a data module"
+            )
         return self.model
 
     # ------------------------------------------------------------------ steps
@@ -152,7 +166,9 @@ class PromptCAMClassifier(LightningModule):
             f"{stage}/loss", loss, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True,
             batch_size=size, sync_dist=stage != "train",
         )  # fmt: skip
-        self.log(f"{stage}/acc", accuracy, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=size)
+        self.log(
+            f"{stage}/acc", accuracy, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=size
+        )
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -194,11 +210,16 @@ class PromptCAMClassifier(LightningModule):
         model = self._require_model()
         names = self.hparams.class_names
         if isinstance(model, PromptCAM):
-            explanation = explain_batch(model, images, labels, top_k=min(self.hparams.top_k_heads, model.backbone.num_heads))
+            explanation = explain_batch(
+                model, images, labels, top_k=min(self.hparams.top_k_heads, model.backbone.num_heads)
+            )
             return explanation_rows(images, explanation, names, heads_shown=self.hparams.top_k_heads)
         maps = grad_cam_maps(model, images, labels)
         titles = [names[int(c)] if names else str(int(c)) for c in labels]
-        return [heatmap_row(denormalize(image), [heat], ["grad-cam"], title) for image, heat, title in zip(images, maps, titles, strict=True)]
+        return [
+            heatmap_row(denormalize(image), [heat], ["grad-cam"], title)
+            for image, heat, title in zip(images, maps, titles, strict=True)
+        ]
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:

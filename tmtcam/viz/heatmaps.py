@@ -79,7 +79,10 @@ def heatmap_row(
     if len(titles) != len(maps):
         raise ValueError(f"heatmap_row: {len(titles)} titles for {len(maps)} maps")
     tiles = [_titled_tile(image, image_title, tile_size)]
-    tiles += [_titled_tile(overlay_heatmap(image, heat, alpha), title, tile_size) for heat, title in zip(maps, titles, strict=True)]
+    tiles += [
+        _titled_tile(overlay_heatmap(image, heat, alpha), title, tile_size)
+        for heat, title in zip(maps, titles, strict=True)
+    ]
     row = Image.new("RGB", (len(tiles) * (tile_size + PADDING), tile_size + TITLE_HEIGHT), "white")
     for index, tile in enumerate(tiles):
         row.paste(tile, (index * (tile_size + PADDING), 0))
