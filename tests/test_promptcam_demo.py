@@ -42,6 +42,7 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
     assert len(summary["heatmaps"]) == 2 and all(Path(path).is_file() for path in summary["heatmaps"])
     assert summary["head_ranking"]["speedup"] > 1 and summary["seconds"] > 0
     assert list(summary["promptcam_by_head_count"]) == [str(k) for k in range(1, 7)]
+    assert summary["top_k"]["chosen_by"] == "validation pointing game" and 1 <= summary["top_k"]["heads"] <= 6
     assert "head ranking per image" in capsys.readouterr().out
 
     assert main(["--out", str(out), *TINY_RUN]) == 0  # second run: the pre-trained backbone is reused

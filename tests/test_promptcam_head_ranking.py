@@ -13,7 +13,7 @@ from tmtcam.promptcam import (
     rank_heads_naive,
     top_head_map,
 )
-from tmtcam.promptcam.evaluation import localisation_by_head_count
+from tmtcam.promptcam.evaluation import choose_top_k, localisation_by_head_count
 from tmtcam.promptcam.head_ranking import greedy_head_ranking
 
 
@@ -162,3 +162,15 @@ def test_localisation_by_head_count_covers_every_k_from_one_ranking(tiny_vit):
         float(mass_inside_mask(all_heads, mask).mean()), abs=1e-4
     )
     assert all(0 <= scores["pointing_game"] <= 1 for scores in result.values())
+
+
+def test_choose_top_k_takes_the_best_pointing_game_and_fewer_heads_on_ties():
+    scores = {
+        "1": {"pointing_game": 0.40, "mass_in_trait": 0.09},
+        "2": {"pointing_game": 0.55, "mass_in_trait": 0.07},
+        "3": {"pointing_game": 0.55, "mass_in_trait": 0.06},
+        "4": {"pointing_game": 0.50, "mass_in_trait": 0.05},
+    }
+    assert choose_top_k(scores) == 2
+    with pytest.raises(ValueError, match="empty"):
+        choose_top_k({})

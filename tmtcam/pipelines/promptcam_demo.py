@@ -5,8 +5,10 @@
    attributes; the weights are cached in the run dir and reused.
 2. Freeze it; learn Prompt-CAM class prompts for the ``synthetic`` species with Lightning, and a
    linear probe on the same frozen backbone as the accuracy reference.
-3. On held-out images with known trait masks, score Prompt-CAM's trait maps against Grad-CAM (on
-   the linear probe) and attention rollout: pointing game, mass inside the trait, insertion/deletion.
+3. Choose how many top-ranked heads make Prompt-CAM's map (``--top-k``) by pointing game on the
+   *validation* images; then on held-out test images with known trait masks, score Prompt-CAM's
+   trait maps against Grad-CAM (on the linear probe and on the Prompt-CAM model) and attention
+   rollout: pointing game, mass inside the trait, insertion/deletion.
 4. Write heatmap grids for a few validation images, time batched vs naive head ranking, and save
    everything to ``<out>/summary.json``.
 
@@ -34,6 +36,7 @@ from data_modules.species import SpeciesDataModule
 from tmtcam.bench.measure import time_interleaved
 from tmtcam.promptcam.evaluation import (
     accuracy,
+    choose_top_k,
     gather_batches,
     grad_cam_explainer,
     localisation_by_head_count,
@@ -48,6 +51,7 @@ from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
 from tmtcam.viz.heatmaps import denormalize, heatmap_row, stack_rows
 
+LOGGED_HEADS = 2  # heads drawn in the heatmaps logged during training, before k is chosen
 DEMO_BACKBONE: dict[str, Any] = dict(
     model_name="vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6
 )
@@ -89,9 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--test-images", type=int, default=None, help="accuracy test images (default: the data module's)"
     )
-    parser.add_argument("--eval-images", type=int, default=96, help="test images scored for trait metrics")
+    parser.add_argument("--eval-images", type=int, default=96, help="validation images choosing k, test images scored")
     parser.add_argument("--heatmap-images", type=int, default=6)
-    parser.add_argument("--top-k", type=int, default=2, help="heads averaged into Prompt-CAM's saliency map")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="heads averaged into Prompt-CAM's saliency map (default: chosen by validation pointing game)",
+    )
     parser.add_argument("--steps", type=int, default=16, help="insertion/deletion steps")
     parser.add_argument(
         "--retrain-backbone", action="store_true", help="ignore a cached pre-trained backbone"
@@ -186,7 +195,7 @@ def fit_classifier(
         lr=lr,
         weight_decay=0.0 if args.optimizer == "adamw" else 1e-3,
         warmup_epochs=max(1, epochs // 10),
-        top_k_heads=args.top_k,
+        top_k_heads=args.top_k or LOGGED_HEADS,
         heatmap_images=args.heatmap_images if method == "promptcam" else 0,
         heatmap_every_n_epochs=epochs,
     )
@@ -256,14 +265,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     probe = fit_classifier("linear_probe", backbone, data, args, args.probe_epochs, args.probe_lr)
     print(f"[train] prompts and probe in {time.perf_counter() - stage:.0f}s")
 
+    data.setup("validate")
+    val = gather_batches(
+        data.val_dataloader(), max(args.eval_images, args.heatmap_images), ("image", "label", "trait_mask")
+    )
+    top_k = args.top_k or choose_top_k(
+        localisation_by_head_count(promptcam.model, val["image"], val["label"], val["trait_mask"])
+    )
     data.setup("test")
     results: dict[str, Any] = {
+        "top_k": {"heads": top_k, "chosen_by": "--top-k" if args.top_k else "validation pointing game"},
         "accuracy": accuracy(promptcam.model, data.test_dataloader()),
         "linear_probe_accuracy": accuracy(probe.model, data.test_dataloader()),
     }
     test = gather_batches(data.test_dataloader(), args.eval_images, ("image", "label", "trait_mask"))
     explainers: dict[str, tuple[Any, LightningModule]] = {
-        "promptcam": (promptcam_explainer(promptcam.model, args.top_k), promptcam),
+        "promptcam": (promptcam_explainer(promptcam.model, top_k), promptcam),
         "gradcam": (grad_cam_explainer(probe.model), probe),
         "gradcam_on_promptcam": (grad_cam_explainer(promptcam.model), promptcam),
         "attention_rollout": (rollout_explainer(probe.model), probe),
@@ -280,10 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         promptcam.model, test["image"], test["label"], test["trait_mask"]
     )
 
-    data.setup("validate")
-    val = gather_batches(data.val_dataloader(), args.heatmap_images, ("image", "label", "trait_mask"))
-    results["heatmaps"] = write_heatmaps(promptcam, probe, val, args.out, args.top_k)
-    results["head_ranking"] = time_head_ranking(promptcam.model, val["image"], top_k=1)
+    shown = {key: value[: args.heatmap_images] for key, value in val.items()}
+    results["heatmaps"] = write_heatmaps(promptcam, probe, shown, args.out, top_k)
+    results["head_ranking"] = time_head_ranking(promptcam.model, shown["image"], top_k=1)
     results["checkpoint"] = str(args.out / "promptcam" / "checkpoints" / "last.ckpt")
     results["seconds"] = round(time.perf_counter() - start, 1)
     (args.out / "summary.json").write_text(json.dumps(results, indent=2))
@@ -294,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def format_summary(results: dict[str, Any]) -> str:
     lines = [
         f"accuracy: Prompt-CAM {results['accuracy']:.3f} | linear probe {results['linear_probe_accuracy']:.3f}",
+        f"Prompt-CAM map: mean of the top {results['top_k']['heads']} heads ({results['top_k']['chosen_by']})",
         f"{'explainer':<22}{'pointing':>10}{'mass':>8}{'insertion':>11}{'deletion':>10}",
     ]
     for name in results["pointing_game"]:

@@ -100,6 +100,19 @@ def localisation_by_head_count(
     return result
 
 
+def choose_top_k(by_head_count: dict[str, dict[str, float]]) -> int:
+    """The head count whose mean map points into the trait most often; ties go to fewer heads.
+
+    Meant for :func:`localisation_by_head_count` on *validation* images, so the k used on the test
+    images is a hyper-parameter chosen like any other, not read off the test set. Fewer heads win
+    ties because a map of fewer heads is the more specific explanation.
+    """
+    if not by_head_count:
+        raise ValueError("by_head_count is empty: rank heads on at least one validation image first")
+    best = max(score["pointing_game"] for score in by_head_count.values())
+    return min(int(k) for k, score in by_head_count.items() if score["pointing_game"] == best)
+
+
 def grad_cam_explainer(model: nn.Module) -> Explainer:
     return lambda images, classes: grad_cam_maps(model, images, classes)
 
