@@ -16,6 +16,13 @@ def test_mean_gain_averages_per_pair_means() -> None:
     assert tmt_benchmark.mean_std([1.0, 3.0]) == "2.00 ± 1.41"
 
 
+def test_paired_gain_compares_runs_that_share_pair_and_seed() -> None:
+    results = {"a": {"finetune": [50.0, 52.0], "tmt": [53.0, 51.0]}, "b": {"finetune": [40.0], "tmt": [42.0]}}
+    # per-run differences +3, -1, +2: mean 1.33, sample std 2.08, tmt ahead in 2 of 3 runs
+    assert tmt_benchmark.paired_gain(results, "tmt", "finetune") == "+1.33 ± 2.08 (wins 2/3)"
+    assert tmt_benchmark.paired_gain(results, "grid", "finetune") == "n/a"
+
+
 def test_variants_parse_json_and_reject_unknown_methods() -> None:
     variants = tmt_benchmark.parse_variants(['tmt_a1={"method": "tmt", "acte": {"alpha": 1.0}}', "grid"])
     assert variants == {"tmt_a1": {"method": "tmt", "acte": {"alpha": 1.0}}, "grid": {"method": "grid"}}
@@ -39,9 +46,12 @@ def test_demo_and_benchmark_write_their_summaries(tmp_path: Path) -> None:
     assert all(0.0 <= value <= 100.0 for value in summary["miou"].values()) and summary["seconds"] > 0
     doc, result = tmp_path / "bench.md", tmp_path / "bench.json"
     args = ["--pairs", "clear_to_fog", "--seeds", "1", "--methods", "finetune", "tmt", "--source-steps", "4",
-            "--adapt-steps", "3", "--out", str(tmp_path / "bench"), "--doc", str(doc), "--json", str(result)]  # fmt: skip
+            "--adapt-steps", "3", "--out", str(tmp_path / "bench"), "--doc", str(doc), "--json", str(result),
+            "--target-images", "8", "--unlabelled-target"]  # fmt: skip
     assert tmt_benchmark.main(args) == 0
     payload = json.loads(result.read_text())
     assert set(payload["pairs"]["clear_to_fog"]) == {"finetune", "tmt"}
     assert isinstance(payload["mean_gain_tmt_vs_finetune"], float)
     assert "<!-- tmt-accuracy:start -->" in doc.read_text() and "clear_to_fog" in doc.read_text()
+    assert "8 unlabelled target images" in doc.read_text() and "Per run (pair × seed" in doc.read_text()
+    assert payload["budget"]["few_target_images"] == 8 and payload["budget"]["target_labelled"] is False

@@ -3,7 +3,8 @@
 Stage 1 trains a small from-scratch ViT segmenter on the pair's *source* domain (the stand-in for
 an ImageNet/source-pretrained segmenter, since nothing may be downloaded); its checkpoint is cached
 under the run dir and reused. Stage 2 starts every method from that checkpoint and adapts it with
-``few_target_images`` labelled target images while source batches keep flowing, with the same seed,
+``few_target_images`` target images (labelled, or not for unsupervised adaptation) while source
+batches keep flowing, with the same seed,
 steps and batch size for every method, then reports mIoU on the target test split.
 """
 
@@ -39,6 +40,7 @@ class Budget:
     crop_size: int = 64
     source_images: int = 2000
     few_target_images: int = 100
+    target_labelled: bool = True  # False: unsupervised adaptation, target images without masks
     test_images: int = 200
     lr: float = 1e-3
     backbone_lr_mult: float = 1.0  # measured: 0.1 leaves the backbone almost still in 400 steps (-3.8 mIoU)
@@ -86,7 +88,8 @@ def adapt_and_test(
     start = time.perf_counter()
     data = DomainPairDataModule(
         source={"dataset": "synthetic", "pair": pair, "num_images": budget.source_images, "seed": seed},
-        target={"dataset": "synthetic", "pair": pair, "num_images": budget.few_target_images, "seed": seed},
+        target={"dataset": "synthetic", "pair": pair, "num_images": budget.few_target_images, "seed": seed,
+                "labelled": budget.target_labelled},
         target_test={"dataset": "synthetic", "pair": pair, "split": "test", "num_images": budget.test_images, "seed": seed},
         crop_size=budget.crop_size, batch_size=budget.batch_size // 2, seed=seed,
     )  # fmt: skip
