@@ -3,6 +3,8 @@
 Readers only *index* a dataset (paths, labels, optional boxes and part keypoints); decoding happens
 here, per item, so indexing 2.7M iNat images stays cheap. A file that does not decode raises
 :class:`CorruptImageError` naming it, at first access or up front with :func:`verify_images`.
+Decoding follows the same rules as the segmentation readers (one shared decoder), so a 16-bit
+greyscale photo keeps its top 8 bits instead of turning white, and unusual modes warn once.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from data_modules.segmentation.validation import ConversionNotices, SegmentationDataError
+from data_modules.segmentation.validation import load_rgb as decode_rgb
 from data_modules.species.transforms import SpeciesTransform
 from data_modules.species.validation import SpeciesDataError
 
@@ -43,15 +46,16 @@ class SpeciesIndex:
     test: tuple[SpeciesRecord, ...]
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB, or raise naming the file."""
+def load_rgb(path: Path, notices: ConversionNotices | None = None) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB, or raise naming the file.
+
+    Greyscale, alpha and CMYK photos convert with one warning per kind; 32-bit and float images
+    are refused (their value range is unknown): see docs/datasets.md, "When data is wrong".
+    """
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise CorruptImageError(f"cannot decode image {path}: {error}") from error
+        return decode_rgb(path, notices)
+    except SegmentationDataError as error:
+        raise CorruptImageError(str(error)) from error
 
 
 def verify_images(records: Sequence[SpeciesRecord]) -> None:
@@ -76,6 +80,7 @@ class SpeciesImageDataset(Dataset):
         self.transform = transform
         self._has_bbox = self.records[0].bbox is not None
         self._has_parts = self.records[0].parts is not None
+        self._notices = ConversionNotices()
         for record in self.records:
             if (record.bbox is not None) != self._has_bbox or (record.parts is not None) != self._has_parts:
                 raise SpeciesDataError(
@@ -95,7 +100,7 @@ class SpeciesImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         record = self.records[index]
-        image = load_rgb(record.path)
+        image = load_rgb(record.path, self._notices)
         points = []
         if record.parts is not None:
             points.append(record.parts[:, :2])

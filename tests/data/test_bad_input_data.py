@@ -323,3 +323,16 @@ def test_image_folder_with_a_single_class_is_named(tmp_path):
         write_image(tmp_path / "train" / "only_class" / f"{index}.png")
     with pytest.raises(SpeciesDataError, match=rf"{named(tmp_path / 'train')}.*at least 2 class folders"):
         read_species_index("imagefolder", tmp_path)
+
+
+def test_species_images_decode_like_segmentation_images(tmp_path):
+    """A 16-bit greyscale photo keeps its top 8 bits with a warning (not PIL's all-white), a float one is refused."""
+    from data_modules.species.image_dataset import CorruptImageError as SpeciesCorruptImageError
+    from data_modules.species.image_dataset import load_rgb as load_species_rgb
+
+    grey16 = write_image(tmp_path / "grey16.png", np.full((H, W), 0x8000 + 200, dtype=np.uint16))
+    with pytest.warns(ImageModeWarning, match=named(grey16)):
+        assert load_species_rgb(grey16)[0, 0].tolist() == [128, 128, 128]
+    floating = write_image(tmp_path / "float.tif", np.full((H, W), 3, dtype=np.float32))
+    with pytest.raises(SpeciesCorruptImageError, match=rf"{named(floating)} has mode 'F'"):
+        load_species_rgb(floating)
