@@ -6,15 +6,13 @@ Three problem shapes: the per-image clustering of a ViT-S/16 at 224 px (196 patc
 implementation runs 10 Lloyd iterations; the variants are timed round-robin so load from other
 processes hits them alike.
 
-``faiss, 1 thread`` is a measured proposal, not a backend: the same faiss calls with faiss's own
-OpenMP pool limited to one thread for the duration of the call. For a few hundred points the
-pool's start-up and hand-off cost more than the parallel work saves, and on a machine whose cores
-are already busy with torch's threads the two pools contend.
+The faiss backend runs small per-image problems on one OpenMP thread (measured here when it was a
+proposal: for a few hundred points the pool's start-up and hand-off cost more than the parallel
+work saves, and on a machine whose cores are busy with torch's threads the two pools contend).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 
 from tmtcam.bench.measure import time_interleaved
-from tmtcam.clustering import AutoKMeans, FaissKMeans, KMeansResult, TorchKMeans, faiss_available
+from tmtcam.clustering import AutoKMeans, FaissKMeans, TorchKMeans, faiss_available
 
 N_ITER = 10
 
@@ -48,29 +46,6 @@ def _naive_batch(images: np.ndarray, k: int) -> None:
         naive_numpy_kmeans(image, k)
 
 
-@contextmanager
-def faiss_threads(count: int):
-    """Limit faiss's OpenMP pool to ``count`` threads inside the block."""
-    import faiss
-
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
-
-
-class SingleThreadFaiss(FaissKMeans):
-    """The faiss backend with one OpenMP thread per call (the proposal measured here)."""
-
-    name = "faiss_1thread"
-
-    def __call__(self, points: torch.Tensor, k: int) -> KMeansResult:
-        with faiss_threads(1):
-            return super().__call__(points, k)
-
-
 def problem_shapes(quick: bool) -> dict[str, tuple[torch.Tensor, int]]:
     """name -> (points (B, N, D), k)."""
     generator = torch.Generator().manual_seed(0)
@@ -86,8 +61,6 @@ def measure_shape(points: torch.Tensor, k: int, repeats: int) -> dict[str, Any]:
     variants: dict[str, Any] = {"torch": partial(TorchKMeans(n_iter=N_ITER), points, k)}
     if faiss_available():
         variants["faiss"] = partial(FaissKMeans(n_iter=N_ITER), points, k)
-        if points.shape[1] < 4096:
-            variants["faiss_1thread"] = partial(SingleThreadFaiss(n_iter=N_ITER), points, k)
     variants["naive_numpy"] = partial(_naive_batch, points.numpy(), k)
     timings = time_interleaved(*variants.values(), repeats=repeats, warmup=1 if points.shape[1] < 4096 else 0)
     images = points.shape[0]

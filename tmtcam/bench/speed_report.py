@@ -10,7 +10,7 @@ from typing import Any
 
 from tmtcam.bench.report import markdown_table
 
-KMEANS_COLUMNS = ("faiss", "faiss_1thread", "torch", "naive_numpy")
+KMEANS_COLUMNS = ("faiss", "torch", "naive_numpy")
 
 
 def spread(values: dict[str, float], digits: int = 2) -> str:
@@ -33,8 +33,6 @@ def summary_table(r: dict[str, Any]) -> str:
         ["TMT step / fine-tune step (wall time)", spread(steps["ratio_to_finetune"]["tmt"], 3), "≤ 1.15",
          _verdict(r["tmt_step_ratio"] <= 1.15)],
         ["TMT step / fine-tune step (CPU time)", spread(cpu["tmt"], 3), "≤ 1.15", _verdict(cpu["tmt"]["median"] <= 1.15)],
-        ["same, proposed faiss 1-thread k-means (wall)", spread(steps["ratio_to_finetune"]["tmt_faiss_1thread"], 3),
-         "≤ 1.15", _verdict(steps["ratio_to_finetune"]["tmt_faiss_1thread"]["median"] <= 1.15)],
         ["head ranking, batched / naive", f"{r['headrank_ratio']:.3f}", "≤ 0.1", _verdict(r["headrank_ratio"] <= 0.1)],
         ["Lightning / plain loop img/s (pipeline trainer)", spread(light["pipeline"]["ratio"], 3), "≥ 0.95",
          _verdict(r["lightning_ratio"] >= 0.95)],
@@ -162,8 +160,6 @@ Total: {r["seconds"]:.0f} s.
 ### One training step per method
 
 {r["steps"]["batch"]}; small CPU ViT (width 192, depth 6, patch 8), linear decoder, AdamW.
-`tmt_faiss_1thread` = TMT with ACTE's faiss k-means limited to one OpenMP thread per call (a proposed
-change, applied to this model only).
 
 {steps_table(r)}
 
@@ -185,7 +181,7 @@ split by module (autograd does not attribute it).
 
 ### k-means (ms per image; `large` is one image)
 
-10 Lloyd iterations each. `faiss_1thread` is the proposed change, not a backend. Both backends seed
+10 Lloyd iterations each; faiss runs small per-image problems on one OpenMP thread. Both backends seed
 with k-means++ (`tmtcam.clustering.torch_kmeans.kmeans_plus_plus`, k sequential passes over the
 points); the naive baseline starts from k random points, so its figure carries no seeding cost.
 

@@ -118,27 +118,15 @@ def promptcam_step(batch_size: int = 32, num_classes: int = 10, seed: int = 0) -
     return step
 
 
-def with_single_thread_faiss(task: TMTSegmentation) -> TMTSegmentation:
-    """The proposed change, applied to one model: ACTE's faiss k-means with one OpenMP thread per call."""
-    from tmtcam.bench.kmeans_speed import SingleThreadFaiss
-
-    partitioner = task.segmenter.partitioner
-    current = getattr(partitioner.kmeans, "large", partitioner.kmeans)  # AutoKMeans keeps faiss in .large
-    partitioner.kmeans = SingleThreadFaiss(n_iter=current.n_iter, seed=current.seed)
-    return task
-
-
 def compare_steps(quick: bool = False, batch_size: int = 8) -> dict[str, Any]:
     """Step time of TMT and every baseline, interleaved, as ratios to the fine-tune step.
 
     Ratios of wall time (the headline) and of process CPU time (less scattered on a loaded
-    machine, see :class:`~tmtcam.bench.measure.Timing`). ``tmt_faiss_1thread`` is TMT with the
-    proposed k-means change applied to this model only.
+    machine, see :class:`~tmtcam.bench.measure.Timing`).
     """
     batch = segmentation_batch(batch_size)
     methods = ["finetune", "tmt"] if quick else ["finetune", "tmt", "global", "patch", "grid"]
     steps = {method: segmentation_step(segmentation_task(method), batch) for method in methods}
-    steps["tmt_faiss_1thread"] = segmentation_step(with_single_thread_faiss(segmentation_task("tmt")), batch)
     timings = dict(
         zip(steps, time_interleaved(*steps.values(), repeats=4 if quick else 15, warmup=1), strict=True)
     )
