@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
+from data_modules.loaders import seeded_loader
 from data_modules.segmentation.factory import build_segmentation_dataset, domain_class_names
 from data_modules.segmentation.image_dataset import SegmentationImageDataset, verify_dataset
 from data_modules.segmentation.label_maps import IGNORE_INDEX
@@ -25,12 +25,6 @@ from data_modules.segmentation.transforms import build_eval_transform, build_tra
 SYNTHETIC_SCALE_RANGE = (1.0, 1.5)  # rendered at crop size: only zoom in, never pad with ignore
 REAL_SCALE_RANGE = (0.5, 2.0)
 _STREAMS = {"source": 0, "target": 1, "val": 2, "test": 3}  # seed offsets: each loader its own stream
-
-
-def seed_worker_transform(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation stream per worker."""
-    info = get_worker_info()
-    info.dataset.transform.reseed(info.seed % 2**32)
 
 
 class DomainPairDataModule(L.LightningDataModule):
@@ -161,17 +155,9 @@ class DomainPairDataModule(L.LightningDataModule):
     def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
         if name not in self.datasets:
             raise RuntimeError(f"call setup() before asking for the {name!r} dataloader")
-        dataset, workers = self.datasets[name], self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.hparams.pin_memory,
-            worker_init_fn=seed_worker_transform if workers > 0 else None,
-            generator=torch.Generator().manual_seed(self.hparams.seed + _STREAMS[name]) if shuffle else None,
+        h = self.hparams
+        return seeded_loader(
+            self.datasets[name], batch_size, shuffle, h.num_workers, h.pin_memory, h.seed + _STREAMS[name]
         )
 
     @property

@@ -12,9 +12,9 @@ from functools import cached_property
 from pathlib import Path
 
 import lightning as L
-import torch
-from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from data_modules.loaders import seeded_loader
 from data_modules.species.factory import (
     SYNTHETIC_SETS,
     cap_records,
@@ -31,15 +31,6 @@ from data_modules.species.species_catalogue import (
 from data_modules.species.splits import stratified_split
 from data_modules.species.synthetic_species import SyntheticSpecies
 from data_modules.species.transforms import SpeciesTransform, build_eval_transform, build_train_transform
-
-
-def seed_worker_transform(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation stream per worker."""
-    info = get_worker_info()
-    dataset = info.dataset
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    dataset.transform.reseed(info.seed % 2**32)
 
 
 class SpeciesDataModule(L.LightningDataModule):
@@ -182,18 +173,8 @@ class SpeciesDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.hparams.pin_memory,
-            worker_init_fn=seed_worker_transform if workers > 0 else None,
-            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
-        )
+        h = self.hparams
+        return seeded_loader(dataset, batch_size, shuffle, h.num_workers, h.pin_memory, h.seed)
 
     @property
     def _eval_batch_size(self) -> int:

@@ -8,8 +8,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from data_modules.loaders import seed_worker_transform
 from data_modules.species import SpeciesDataModule, build_train_transform
-from data_modules.species.datamodule import seed_worker_transform
 from data_modules.species.splits import balanced_subset, stratified_split
 
 

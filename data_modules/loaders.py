@@ -1,0 +1,42 @@
+"""The DataLoader settings both DataModules share: reproducible shuffling and augmentation per worker.
+
+Each DataModule decides *which* dataset and batch size a loader gets; how the loader is built (drop
+the last short batch when shuffling, keep workers alive between epochs, give each worker its own
+augmentation stream and each loader its own shuffling seed) is the same for segmentation and
+species data, so it lives here once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation stream per worker.
+
+    The dataset's ``transform`` must have ``reseed(seed)``; a ``Subset`` (a split carved from a
+    training set) is unwrapped to the dataset that owns the transform.
+    """
+    info = get_worker_info()
+    dataset = info.dataset
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    dataset.transform.reseed(info.seed % 2**32)
+
+
+def seeded_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool, seed: int
+) -> DataLoader:
+    """A DataLoader whose order (when shuffled) and augmentations depend only on ``seed``."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle and len(dataset) > batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker_transform if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )
