@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--test-images", type=int, default=None, help="accuracy test images (default: the data module's)"
     )
-    parser.add_argument("--eval-images", type=int, default=96, help="validation images choosing k, test images scored")
+    parser.add_argument(
+        "--eval-images", type=int, default=96, help="validation images choosing k, test images scored"
+    )
     parser.add_argument("--heatmap-images", type=int, default=6)
     parser.add_argument(
         "--top-k",
@@ -221,11 +223,15 @@ def write_heatmaps(
     grad = grad_cam_explainer(probe.model)(images, labels)
     rows = []
     for index in range(len(images)):
-        maps = [batch["trait_mask"][index].float(), grad[index], explanation.saliency(top_k)[index]]
+        maps = [grad[index], explanation.saliency(top_k)[index]]
         title = names[int(labels[index])] if names else str(int(labels[index]))
         rows.append(
             heatmap_row(
-                denormalize(images[index]), maps, ["trait mask", "Grad-CAM (probe)", "Prompt-CAM"], title
+                denormalize(images[index]),
+                maps,
+                ["Grad-CAM (probe)", f"Prompt-CAM (top {top_k})"],
+                title,
+                masks=[(batch["trait_mask"][index], "trait mask")],
             )
         )
     comparison = folder / "gradcam_vs_promptcam.png"

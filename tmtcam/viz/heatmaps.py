@@ -60,6 +60,20 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray | torch.Tensor, alpha: f
     return blended.round().clip(0, 255).astype(np.uint8)
 
 
+def highlight_mask(image: np.ndarray, mask: np.ndarray | torch.Tensor, dim: float = 0.3) -> np.ndarray:
+    """The image with everything outside a (H, W) binary mask dimmed to ``dim`` of its brightness.
+
+    A trait mask is a few dozen pixels; drawn as a jet overlay like the saliency maps, its dark-red
+    end disappears into a colourful creature, so it is shown by what it leaves lit instead.
+    """
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} differs from the image's {image.shape[:2]}")
+    keep = np.where(mask > 0, 1.0, dim)[..., None]
+    return (image.astype(np.float32) * keep).round().astype(np.uint8)
+
+
 def _titled_tile(tile: np.ndarray, title: str, size: int) -> Image.Image:
     canvas = Image.new("RGB", (size, size + TITLE_HEIGHT), "white")
     canvas.paste(Image.fromarray(tile).resize((size, size), Image.BILINEAR), (0, TITLE_HEIGHT))
@@ -74,11 +88,16 @@ def heatmap_row(
     image_title: str = "",
     tile_size: int = 128,
     alpha: float = 0.5,
+    masks: Sequence[tuple[np.ndarray | torch.Tensor, str]] = (),
 ) -> np.ndarray:
-    """[image | overlay_1 | ... | overlay_K], each tile ``tile_size`` px with a title strip."""
+    """[image | mask_1 .. | overlay_1 | ... | overlay_K], each tile ``tile_size`` px with a title strip.
+
+    ``masks`` are (binary mask, title) pairs drawn with :func:`highlight_mask` after the image.
+    """
     if len(titles) != len(maps):
         raise ValueError(f"heatmap_row: {len(titles)} titles for {len(maps)} maps")
     tiles = [_titled_tile(image, image_title, tile_size)]
+    tiles += [_titled_tile(highlight_mask(image, mask), title, tile_size) for mask, title in masks]
     tiles += [
         _titled_tile(overlay_heatmap(image, heat, alpha), title, tile_size)
         for heat, title in zip(maps, titles, strict=True)
