@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from data_modules.segmentation import DomainPairDataModule
 from tmtcam.tasks import TMTSegmentation
 from tmtcam.tmt import METHODS
+from tmtcam.tmt.domain_adversarial import region_weighted_alignment_loss
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
 
 TINY = {
@@ -67,6 +69,42 @@ def test_acte_heads_do_not_push_the_backbone() -> None:
     (losses["discriminator"] + losses["uncertainty_probe"]).backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.segmenter.backbone.parameters())
     assert model.segmenter.probe[1].weight.grad.abs().sum() > 0
+
+
+def test_region_alignment_pushes_the_backbone_against_its_own_discriminator() -> None:
+    """With ``acte.align`` the alignment loss trains the aligner and reaches the patch tokens with
+    the reversed gradient (so the backbone learns to confuse it); without it there is no such loss."""
+    model = TMTSegmentation(
+        num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2], "align": True}
+    )
+    batch = pair_batch()
+    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
+    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    out = model.segmenter(images)
+    out.patch_tokens.retain_grad()
+    losses, _ = model._losses(out, masks, [2, 2], [1.0, 1.0])
+    losses["alignment"].backward()
+    assert model.segmenter.aligner.net[0].weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.segmenter.backbone.parameters())
+    tokens = out.patch_tokens.detach().requires_grad_()
+    helping = model.hparams.adversarial_weight * region_weighted_alignment_loss(
+        model.segmenter.aligner(tokens), torch.tensor([True, True, False, False]), out.priority
+    )
+    (helping_grad,) = torch.autograd.grad(helping, tokens)
+    assert torch.allclose(out.patch_tokens.grad, -helping_grad, atol=1e-6)
+
+    plain = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]})
+    assert plain.segmenter.aligner is None
+    assert "alignment" not in plain._losses(plain.segmenter(images), masks, [2, 2], [1.0, 1.0])[0]
+
+
+def test_region_weighted_alignment_loss_by_hand() -> None:
+    logits = torch.tensor([[0.0, 2.0]])  # one source image, two patches
+    priority = torch.tensor([[1.0, 0.0]])
+    bce = [math.log(2.0), math.log(1.0 + math.exp(-2.0))]
+    expected = (2.0 * bce[0] + 1.0 * bce[1]) / 3.0
+    loss = region_weighted_alignment_loss(logits, torch.tensor([True]), priority)
+    assert loss.item() == pytest.approx(expected)
 
 
 def test_tma_bias_changes_the_prediction_and_zero_beta_does_not() -> None:

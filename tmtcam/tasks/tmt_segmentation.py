@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from tmtcam.backbones import build_backbone
+from tmtcam.tmt.domain_adversarial import region_weighted_alignment_loss
 from tmtcam.tmt.segmenter import ACTEOptions, SegmenterOutput, TMAOptions, TMTSegmenter, pixel_priority
 from tmtcam.tmt.transferability import discriminator_loss
 from tmtcam.training.checkpoint_compat import (
@@ -71,7 +72,7 @@ class TMTSegmentation(LightningModule):
         lr, weight_decay: AdamW; the backbone uses ``lr * backbone_lr_mult``.
         warmup_steps: linear warm-up, then cosine decay to 0 over the run.
         source_weight, target_weight: weights of the two domains' segmentation losses.
-        adversarial_weight: DANN loss weight (``global``).
+        adversarial_weight: DANN loss weight (``global``), and of the alignment loss with ``acte.align``.
         init_checkpoint: start from the weights of another run (e.g. the source-trained model);
             backbone and decoder must match, ACTE/TMA parts may be absent.
         eval_window, eval_stride: sliding-window evaluation for images larger than the crop.
@@ -223,6 +224,9 @@ class TMTSegmentation(LightningModule):
             if out.domain_logit is not None:
                 adversarial = F.binary_cross_entropy_with_logits(out.domain_logit, is_source.float())
                 result["adversarial"] = self.hparams.adversarial_weight * adversarial
+            if out.alignment_logits is not None:
+                alignment = region_weighted_alignment_loss(out.alignment_logits, is_source, out.priority)
+                result["alignment"] = self.hparams.adversarial_weight * alignment
         if out.probe_logits is not None:
             probe = F.interpolate(
                 out.probe_logits, size=masks.shape[-2:], mode="bilinear", align_corners=False

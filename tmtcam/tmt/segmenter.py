@@ -28,7 +28,7 @@ from torch import nn
 from tmtcam.backbones import ViTBackbone
 from tmtcam.tmt.attention_bias import TransferableMaskAttention
 from tmtcam.tmt.decoders import build_decoder
-from tmtcam.tmt.domain_adversarial import GlobalDomainClassifier
+from tmtcam.tmt.domain_adversarial import GlobalDomainClassifier, GradientReversal
 from tmtcam.tmt.regions import RegionPartitioner, Regions
 from tmtcam.tmt.sliding_window import sliding_window_logits
 from tmtcam.tmt.transferability import (
@@ -60,6 +60,10 @@ class ACTEOptions:
     stretch: min-max stretch the priority map per image to [0, 1]. Under softmax only the
         differences between keys matter; a discriminator that is sure of the domain everywhere
         (T close to 0 on every patch) would otherwise give a flat map and TMA would do nothing.
+    align: also *align* the domains where they transfer badly: a second patch discriminator reads
+        the final patch tokens through gradient reversal, each patch's loss weighted by
+        ``1 + priority`` (weight: the task's ``adversarial_weight``, as for ``global``). Off by
+        default, which keeps DESIGN §4's measuring-only estimator; measured in docs/benchmarks.md.
     """
 
     cluster_layer: int | None = None
@@ -72,6 +76,7 @@ class ACTEOptions:
     hidden_dim: int = 256
     discriminator_layer: int = -1
     stretch: bool = True
+    align: bool = False
 
 
 @dataclass
@@ -103,6 +108,7 @@ class SegmenterOutput:
     discriminator_logits: torch.Tensor | None = None  # (B, N)
     probe_logits: torch.Tensor | None = None  # (B, C, h, w) uncertainty probe at the cluster layer
     domain_logit: torch.Tensor | None = None  # (B,) global baseline
+    alignment_logits: torch.Tensor | None = None  # (B, N) region-weighted alignment (acte.align)
 
 
 class TMTSegmenter(nn.Module):
@@ -144,6 +150,11 @@ class TMTSegmenter(nn.Module):
             self.probe = nn.Sequential(
                 nn.LayerNorm(backbone.embed_dim), nn.Linear(backbone.embed_dim, num_classes)
             )
+        self.aligner = (
+            PatchDomainDiscriminator(backbone.embed_dim, self.acte_options.hidden_dim)
+            if self.uses_acte and self.acte_options.align
+            else None
+        )
 
     def _check_layers(self, layers: list[int], cluster_layer: int | None) -> int:
         depth = self.backbone.depth
@@ -192,6 +203,8 @@ class TMTSegmenter(nn.Module):
             result.probe_logits = state["probe_logits"]
         if self.domain_classifier is not None:
             result.domain_logit = self.domain_classifier(out.patch_tokens)
+        if self.aligner is not None:
+            result.alignment_logits = self.aligner(GradientReversal.apply(out.patch_tokens, 1.0))
         return result
 
     def _attention_bias(
