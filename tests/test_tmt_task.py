@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from data_modules.segmentation import DomainPairDataModule
 from tmtcam.tasks import TMTSegmentation
 from tmtcam.tmt import METHODS
-from tmtcam.tmt.domain_adversarial import region_weighted_alignment_loss
+from tmtcam.tmt.transferability import discriminator_loss
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
 
 TINY = {
@@ -87,8 +87,8 @@ def test_region_alignment_pushes_the_backbone_against_its_own_discriminator() ->
     assert model.segmenter.aligner.net[0].weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.segmenter.backbone.parameters())
     tokens = out.patch_tokens.detach().requires_grad_()
-    helping = model.hparams.adversarial_weight * region_weighted_alignment_loss(
-        model.segmenter.aligner(tokens), torch.tensor([True, True, False, False]), out.priority
+    helping = model.hparams.adversarial_weight * discriminator_loss(
+        model.segmenter.aligner(tokens), torch.tensor([True, True, False, False]), 1.0 + out.priority
     )
     (helping_grad,) = torch.autograd.grad(helping, tokens)
     assert torch.allclose(out.patch_tokens.grad, -helping_grad, atol=1e-6)
@@ -98,12 +98,12 @@ def test_region_alignment_pushes_the_backbone_against_its_own_discriminator() ->
     assert "alignment" not in plain._losses(plain.segmenter(images), masks, [2, 2], [1.0, 1.0])[0]
 
 
-def test_region_weighted_alignment_loss_by_hand() -> None:
+def test_region_weighted_discriminator_loss_by_hand() -> None:
     logits = torch.tensor([[0.0, 2.0]])  # one source image, two patches
     priority = torch.tensor([[1.0, 0.0]])
     bce = [math.log(2.0), math.log(1.0 + math.exp(-2.0))]
     expected = (2.0 * bce[0] + 1.0 * bce[1]) / 3.0
-    loss = region_weighted_alignment_loss(logits, torch.tensor([True]), priority)
+    loss = discriminator_loss(logits, torch.tensor([True]), 1.0 + priority)
     assert loss.item() == pytest.approx(expected)
 
 

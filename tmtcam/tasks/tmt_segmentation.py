@@ -31,7 +31,6 @@ from lightning.pytorch.loggers import WandbLogger
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from tmtcam.backbones import build_backbone
-from tmtcam.tmt.domain_adversarial import region_weighted_alignment_loss
 from tmtcam.tmt.segmenter import ACTEOptions, SegmenterOutput, TMAOptions, TMTSegmenter, pixel_priority
 from tmtcam.tmt.transferability import discriminator_loss
 from tmtcam.training.checkpoint_compat import (
@@ -225,7 +224,7 @@ class TMTSegmentation(LightningModule):
                 adversarial = F.binary_cross_entropy_with_logits(out.domain_logit, is_source.float())
                 result["adversarial"] = self.hparams.adversarial_weight * adversarial
             if out.alignment_logits is not None:
-                alignment = region_weighted_alignment_loss(out.alignment_logits, is_source, out.priority)
+                alignment = discriminator_loss(out.alignment_logits, is_source, 1.0 + out.priority)
                 result["alignment"] = self.hparams.adversarial_weight * alignment
         if out.probe_logits is not None:
             probe = F.interpolate(

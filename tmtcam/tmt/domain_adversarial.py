@@ -24,21 +24,6 @@ class GradientReversal(torch.autograd.Function):
         return -ctx.scale * grad, None
 
 
-def region_weighted_alignment_loss(
-    logits: torch.Tensor, is_source: torch.Tensor, priority: torch.Tensor
-) -> torch.Tensor:
-    """Per-patch domain BCE weighted by ``1 + priority``: (B, N) logits, (B,) bool, (B, N) priority.
-
-    Used with gradient-reversed patch tokens (``acte.align``), this is alignment that concentrates
-    where ACTE says transfer is weak and the model unsure; the weights are detached, so the priority
-    map steers the alignment but is not itself trained by it.
-    """
-    target = is_source.to(logits.dtype)[:, None].expand_as(logits)
-    bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    weights = 1.0 + priority.detach().to(bce.dtype)
-    return (bce * weights).sum() / weights.sum()
-
-
 class GlobalDomainClassifier(nn.Module):
     """MLP on the gradient-reversed mean patch token -> (B,) logit of "source"."""
 

@@ -77,7 +77,15 @@ class PatchDomainDiscriminator(nn.Module):
         return self.net(features).squeeze(-1)
 
 
-def discriminator_loss(logits: torch.Tensor, is_source: torch.Tensor) -> torch.Tensor:
-    """Mean BCE over patches; ``is_source`` (B,) bool per image."""
+def discriminator_loss(
+    logits: torch.Tensor, is_source: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """BCE over patches, (B, N) logits and ``is_source`` (B,) bool per image; a plain mean, or the
+    ``weights``-weighted mean (e.g. ``1 + priority`` for region-weighted alignment, ``acte.align``,
+    where the weights steer the alignment but must not be trained by it, so they are detached)."""
     target = is_source.to(logits.dtype)[:, None].expand_as(logits)
-    return nn.functional.binary_cross_entropy_with_logits(logits, target)
+    if weights is None:
+        return nn.functional.binary_cross_entropy_with_logits(logits, target)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    weights = weights.detach().to(bce.dtype)
+    return (bce * weights).sum() / weights.sum()
