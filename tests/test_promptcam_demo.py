@@ -62,15 +62,15 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
 
 
 def test_thread_count_follows_cores_busy_now_not_the_lagging_load_average(monkeypatch):
-    from tmtcam.pipelines import promptcam_demo
+    from tmtcam import environment
 
     samples = iter([(1000, 800), (1100, 850)])  # 100 jiffies, 50 idle: half of all cores busy
-    monkeypatch.setattr(promptcam_demo.os, "cpu_count", lambda: 4)
-    assert promptcam_demo.busy_cores(0.0, lambda: next(samples)) == pytest.approx(2.0)
-    assert promptcam_demo.idle_cores(busy=2.0) == 2
-    assert promptcam_demo.idle_cores(busy=3.9) == 1  # never fewer than one thread
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 4)
+    assert environment.busy_cores(0.0, lambda: next(samples)) == pytest.approx(2.0)
+    assert environment.idle_cores(busy=2.0) == 2
+    assert environment.idle_cores(busy=3.9) == 1  # never fewer than one thread
 
     def no_proc_stat() -> tuple[int, int]:
         raise OSError("no /proc/stat")
 
-    assert promptcam_demo.busy_cores(0.0, no_proc_stat) == 0.0
+    assert environment.busy_cores(0.0, no_proc_stat) == 0.0

@@ -8,11 +8,15 @@ cluster node or a laptop on a plane both would hang or fail. The entry points ca
 faiss call two thread pools spin-wait for work on the same cores. Measured on 2 busy cores, one
 eval forward of the small TMT segmenter took 2.46 s with spinning threads and 0.10 s with passive
 ones. It must be set before torch or faiss is loaded, which is why the entry points set it first.
+
+:func:`idle_cores` tells a CPU demo how many torch threads it can use without fighting other jobs.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -31,3 +35,36 @@ def apply_offline_defaults() -> None:
         os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def cpu_times() -> tuple[int, int]:
+    """(total, idle) jiffies of all CPUs since boot, from Linux's /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(value) for value in stat.readline().split()[1:]]
+    return sum(values), values[3] + values[4]  # idle + iowait
+
+
+def busy_cores(interval: float = 0.5, sample: Callable[[], tuple[int, int]] = cpu_times) -> float:
+    """How many cores other processes keep busy now, from two samples ``interval`` s apart (0 if unknown).
+
+    Not the load average: it lags by a minute, so right after another job ends it still reads
+    about 2 and a demo started then would run on one thread, twice as slow.
+    """
+    try:
+        total_before, idle_before = sample()
+        time.sleep(interval)
+        total_after, idle_after = sample()
+    except (OSError, ValueError, IndexError):  # no /proc/stat (macOS, Windows)
+        return 0.0
+    total = total_after - total_before
+    return 0.0 if total <= 0 else (os.cpu_count() or 1) * (1.0 - (idle_after - idle_before) / total)
+
+
+def idle_cores(busy: float | None = None) -> int:
+    """CPU cores not busy with other work (at least 1).
+
+    On a shared 2-core machine a second torch thread competing with another process makes every
+    step wait for the slower thread: measured 3x slower than one thread. So use only idle cores.
+    """
+    cores = os.cpu_count() or 1
+    return max(1, cores - round(busy_cores() if busy is None else busy))

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from PIL import Image
 
 from data_modules.species import SpeciesDataModule
 from tmtcam.bench.measure import time_interleaved
+from tmtcam.environment import idle_cores
 from tmtcam.promptcam.evaluation import (
     accuracy,
     choose_top_k,
@@ -55,39 +55,6 @@ LOGGED_HEADS = 2  # heads drawn in the heatmaps logged during training, before k
 DEMO_BACKBONE: dict[str, Any] = dict(
     model_name="vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6
 )
-
-
-def cpu_times() -> tuple[int, int]:
-    """(total, idle) jiffies of all CPUs since boot, from Linux's /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(value) for value in stat.readline().split()[1:]]
-    return sum(values), values[3] + values[4]  # idle + iowait
-
-
-def busy_cores(interval: float = 0.5, sample: Callable[[], tuple[int, int]] = cpu_times) -> float:
-    """How many cores other processes keep busy now, from two samples ``interval`` s apart (0 if unknown).
-
-    Not the load average: it lags by a minute, so right after another job ends it still reads
-    about 2 and a demo started then would run on one thread, twice as slow.
-    """
-    try:
-        total_before, idle_before = sample()
-        time.sleep(interval)
-        total_after, idle_after = sample()
-    except (OSError, ValueError, IndexError):  # no /proc/stat (macOS, Windows)
-        return 0.0
-    total = total_after - total_before
-    return 0.0 if total <= 0 else (os.cpu_count() or 1) * (1.0 - (idle_after - idle_before) / total)
-
-
-def idle_cores(busy: float | None = None) -> int:
-    """CPU cores not busy with other work (at least 1).
-
-    On a shared 2-core machine a second torch thread competing with another process makes every
-    step wait for the slower thread: measured 3x slower than one thread. So use only idle cores.
-    """
-    cores = os.cpu_count() or 1
-    return max(1, cores - round(busy_cores() if busy is None else busy))
 
 
 def build_parser() -> argparse.ArgumentParser:
