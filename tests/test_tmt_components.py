@@ -23,6 +23,7 @@ from tmtcam.tmt import (
     priority_map,
     region_coherence_bias,
     region_mean,
+    region_pool,
     sliding_window_logits,
 )
 from tmtcam.tmt.regions import choose_adaptive_k, patch_positions
@@ -50,6 +51,15 @@ def test_discriminator_at_half_everywhere_gives_full_transferability_and_zero_pr
 def test_normalized_entropy_bounds() -> None:
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]])
     assert torch.allclose(normalized_entropy(logits), torch.tensor([1.0, 0.0]), atol=1e-5)
+
+
+def test_region_pool_by_hand_leaves_unused_slots_empty() -> None:
+    # image 0: regions {0: patches 0, 2}, {1: patches 1, 3}; image 1 has one region, slot 1 unused
+    regions = Regions(torch.tensor([[0, 1, 0, 1], [0, 0, 0, 0]]), torch.tensor([2, 1]))
+    values = torch.tensor([[[1.0, 0.0], [2.0, 2.0], [3.0, 4.0], [0.0, 2.0]], [[1.0, 1.0]] * 4])
+    means, counts = region_pool(values, regions)
+    assert torch.allclose(means, torch.tensor([[[2.0, 2.0], [1.0, 2.0]], [[1.0, 1.0], [0.0, 0.0]]]))
+    assert counts.tolist() == [[2.0, 2.0], [4.0, 0.0]]
 
 
 def test_region_mean_and_priority_by_hand() -> None:

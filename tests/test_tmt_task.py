@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from data_modules.segmentation import DomainPairDataModule
 from tmtcam.tasks import TMTSegmentation
 from tmtcam.tmt import METHODS
-from tmtcam.tmt.transferability import discriminator_loss
+from tmtcam.tmt.transferability import discriminator_loss, region_pool
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
 
 TINY = {
@@ -71,12 +71,11 @@ def test_acte_heads_do_not_push_the_backbone() -> None:
     assert model.segmenter.probe[1].weight.grad.abs().sum() > 0
 
 
-def test_region_alignment_pushes_the_backbone_against_its_own_discriminator() -> None:
+@pytest.mark.parametrize("unit", ["patch", "region", "image"])
+def test_alignment_pushes_the_backbone_against_its_own_discriminator(unit: str) -> None:
     """With ``acte.align`` the alignment loss trains the aligner and reaches the patch tokens with
     the reversed gradient (so the backbone learns to confuse it); without it there is no such loss."""
-    model = TMTSegmentation(
-        num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2], "align": True}
-    )
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2], "align": unit})
     batch = pair_batch()
     images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
     masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
@@ -87,8 +86,18 @@ def test_region_alignment_pushes_the_backbone_against_its_own_discriminator() ->
     assert model.segmenter.aligner.net[0].weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.segmenter.backbone.parameters())
     tokens = out.patch_tokens.detach().requires_grad_()
+    inputs, weights = tokens, 1.0 + out.priority
+    if unit == "region":  # two regions per image: their mean tokens, weighted by the region's priority
+        assert out.alignment_logits.shape == (4, 2)
+        inputs, _ = region_pool(tokens, out.regions)
+        weights, _ = region_pool(weights[..., None], out.regions)
+        weights = weights[..., 0]
+    if unit == "image":  # one token per image: the priority-weighted mean, every image weighted alike
+        assert out.alignment_logits.shape == (4, 1)
+        inputs = (tokens * weights[..., None]).sum(1, keepdim=True) / weights.sum(1)[:, None, None]
+        weights = torch.ones(4, 1)
     helping = model.hparams.adversarial_weight * discriminator_loss(
-        model.segmenter.aligner(tokens), torch.tensor([True, True, False, False]), 1.0 + out.priority
+        model.segmenter.aligner(inputs), torch.tensor([True, True, False, False]), weights
     )
     (helping_grad,) = torch.autograd.grad(helping, tokens)
     assert torch.allclose(out.patch_tokens.grad, -helping_grad, atol=1e-6)
@@ -96,6 +105,8 @@ def test_region_alignment_pushes_the_backbone_against_its_own_discriminator() ->
     plain = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]})
     assert plain.segmenter.aligner is None
     assert "alignment" not in plain._losses(plain.segmenter(images), masks, [2, 2], [1.0, 1.0])[0]
+    with pytest.raises(ValueError, match="acte.align must be one of"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"align": "regions"})
 
 
 def test_region_weighted_discriminator_loss_by_hand() -> None:

@@ -12,6 +12,7 @@ from tmtcam.tmt.transferability import (
     normalized_entropy,
     priority_map,
     region_mean,
+    region_pool,
 )
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "priority_map",
     "region_coherence_bias",
     "region_mean",
+    "region_pool",
     "sliding_window_logits",
 ]

@@ -36,9 +36,11 @@ from tmtcam.tmt.transferability import (
     binary_entropy_bits,
     normalized_entropy,
     priority_map,
+    region_pool,
 )
 
 METHODS: tuple[str, ...] = ("finetune", "global", "patch", "grid", "tmt")
+ALIGN_UNITS: tuple[str | None, ...] = (None, "patch", "region", "image")
 REGION_MODE_OF_METHOD = {"patch": "patch", "grid": "grid", "tmt": "kmeans"}
 
 
@@ -60,10 +62,14 @@ class ACTEOptions:
     stretch: min-max stretch the priority map per image to [0, 1]. Under softmax only the
         differences between keys matter; a discriminator that is sure of the domain everywhere
         (T close to 0 on every patch) would otherwise give a flat map and TMA would do nothing.
-    align: also *align* the domains where they transfer badly: a second patch discriminator reads
-        the final patch tokens through gradient reversal, each patch's loss weighted by
-        ``1 + priority`` (weight: the task's ``adversarial_weight``, as for ``global``). Off by
-        default, which keeps DESIGN §4's measuring-only estimator; measured in docs/benchmarks.md.
+    align: also *align* the domains, steered by the priority map (weight: the task's
+        ``adversarial_weight``, as for ``global``): a second discriminator reads final tokens through
+        gradient reversal. ``patch``: every patch token, its loss weighted by ``1 + priority``;
+        ``region``: the mean token of each ACTE region, weighted by ``1 + priority``; ``image``: one
+        token per image, the mean of its patch tokens weighted by ``1 + priority`` (DANN's input
+        with the hard regions counting up to twice). ``None`` (default) keeps DESIGN §4's
+        measuring-only estimator. Measured without target labels (docs/benchmarks.md): ``image``
+        helps most of the three, still less than plain DANN (``method: global``).
     """
 
     cluster_layer: int | None = None
@@ -76,7 +82,7 @@ class ACTEOptions:
     hidden_dim: int = 256
     discriminator_layer: int = -1
     stretch: bool = True
-    align: bool = False
+    align: str | None = None
 
 
 @dataclass
@@ -108,7 +114,8 @@ class SegmenterOutput:
     discriminator_logits: torch.Tensor | None = None  # (B, N)
     probe_logits: torch.Tensor | None = None  # (B, C, h, w) uncertainty probe at the cluster layer
     domain_logit: torch.Tensor | None = None  # (B,) global baseline
-    alignment_logits: torch.Tensor | None = None  # (B, N) region-weighted alignment (acte.align)
+    alignment_logits: torch.Tensor | None = None  # (B, N) or (B, R) per patch / region (acte.align)
+    alignment_weights: torch.Tensor | None = None  # same shape: 1 + priority, 0 for empty region slots
 
 
 class TMTSegmenter(nn.Module):
@@ -149,6 +156,10 @@ class TMTSegmenter(nn.Module):
             self.discriminator = PatchDomainDiscriminator(backbone.embed_dim, a.hidden_dim)
             self.probe = nn.Sequential(
                 nn.LayerNorm(backbone.embed_dim), nn.Linear(backbone.embed_dim, num_classes)
+            )
+        if self.acte_options.align not in ALIGN_UNITS:
+            raise ValueError(
+                f"model.init_args.acte.align must be one of {ALIGN_UNITS}, got {self.acte_options.align!r}"
             )
         self.aligner = (
             PatchDomainDiscriminator(backbone.embed_dim, self.acte_options.hidden_dim)
@@ -204,8 +215,22 @@ class TMTSegmenter(nn.Module):
         if self.domain_classifier is not None:
             result.domain_logit = self.domain_classifier(out.patch_tokens)
         if self.aligner is not None:
-            result.alignment_logits = self.aligner(GradientReversal.apply(out.patch_tokens, 1.0))
+            self._align(result)
         return result
+
+    def _align(self, result: SegmenterOutput) -> None:
+        """Aligner logits and loss weights on the gradient-reversed final tokens, per patch or region."""
+        tokens = GradientReversal.apply(result.patch_tokens, 1.0)
+        weights = 1.0 + result.priority.detach()
+        if self.acte_options.align == "region":
+            tokens, counts = region_pool(tokens, result.regions)
+            region_priority, _ = region_pool(weights[..., None], result.regions)
+            weights = region_priority[..., 0] * (counts > 0)
+        elif self.acte_options.align == "image":
+            tokens = (tokens * weights[..., None]).sum(1, keepdim=True) / weights.sum(1)[:, None, None]
+            weights = torch.ones_like(weights[:, :1])
+        result.alignment_logits = self.aligner(tokens)
+        result.alignment_weights = weights
 
     def _attention_bias(
         self, block: int, tokens: torch.Tensor, grid: tuple[int, int], state: dict

@@ -38,16 +38,25 @@ def normalized_entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(dim=dim) / math.log(num_classes)
 
 
+def region_pool(values: torch.Tensor, regions: Regions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of per-patch vectors over each region: (B, N, D) -> means (B, R, D) and patch counts (B, R).
+
+    R is the batch's largest region count; an image with fewer regions has count 0 (and mean 0) in
+    the unused slots, so callers weight by ``counts > 0``.
+    """
+    labels = regions.labels[..., None].expand(-1, -1, values.shape[-1])
+    size = regions.max_regions
+    sums = values.new_zeros(values.shape[0], size, values.shape[-1]).scatter_add(1, labels, values)
+    counts = values.new_zeros(values.shape[0], size).scatter_add(
+        1, regions.labels, torch.ones_like(values[..., 0])
+    )
+    return sums / counts.clamp_min(1.0)[..., None], counts
+
+
 def region_mean(values: torch.Tensor, regions: Regions) -> torch.Tensor:
     """Average a per-patch value over each region and broadcast it back: (B, N) -> (B, N)."""
-    labels = regions.labels
-    size = regions.max_regions
-    sums = torch.zeros(values.shape[0], size, device=values.device, dtype=values.dtype)
-    counts = torch.zeros_like(sums)
-    sums.scatter_add_(1, labels, values)
-    counts.scatter_add_(1, labels, torch.ones_like(values))
-    means = sums / counts.clamp_min(1.0)
-    return means.gather(1, labels)
+    means, _ = region_pool(values[..., None], regions)
+    return means[..., 0].gather(1, regions.labels)
 
 
 def priority_map(
