@@ -224,7 +224,7 @@ class TMTSegmentation(LightningModule):
                 adversarial = F.binary_cross_entropy_with_logits(out.domain_logit, is_source.float())
                 result["adversarial"] = self.hparams.adversarial_weight * adversarial
             if out.alignment_logits is not None:
-                alignment = discriminator_loss(out.alignment_logits, is_source, 1.0 + out.priority)
+                alignment = discriminator_loss(out.alignment_logits, is_source, out.alignment_weights)
                 result["alignment"] = self.hparams.adversarial_weight * alignment
         if out.probe_logits is not None:
             probe = F.interpolate(
@@ -272,14 +272,17 @@ class TMTSegmentation(LightningModule):
         self._log_iou(self.test_iou, "test")
 
     def _log_iou(self, metric: MulticlassJaccardIndex, stage: str) -> None:
+        """mIoU and per-class IoU in %. ``compute()`` already gathers every rank's counts, so the
+        values are equal on all ranks and ``sync_dist`` (a mean of equal values) only tells Lightning
+        they are safe to use for epoch-level checkpoint monitoring under DDP."""
         per_class = metric.compute()
         metric.reset()
         present = ~torch.isnan(per_class)
-        self.log(
-            f"{stage}/mIoU", per_class[present].mean() * 100 if present.any() else per_class.new_zeros(())
+        values = {f"{stage}/mIoU": per_class[present].mean() * 100 if present.any() else per_class.new_zeros(())}
+        values.update(
+            {f"{stage}/IoU/{name}": value * 100 for name, value in zip(self.class_names, per_class, strict=True)}
         )
-        for name, value in zip(self.class_names, per_class, strict=True):
-            self.log(f"{stage}/IoU/{name}", value * 100)
+        self.log_dict(values, sync_dist=True)
 
     def _should_log_images(self) -> bool:
         every = self.hparams.log_images_every_n_epochs
