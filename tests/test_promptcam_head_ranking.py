@@ -13,7 +13,12 @@ from tmtcam.promptcam import (
     rank_heads_naive,
     top_head_map,
 )
-from tmtcam.promptcam.evaluation import choose_top_k, localisation_by_head_count
+from tmtcam.promptcam.evaluation import (
+    choose_top_k,
+    localisation_by_head_count,
+    promptcam_maps,
+    rank_every_head,
+)
 from tmtcam.promptcam.head_ranking import greedy_head_ranking
 
 
@@ -155,9 +160,13 @@ def test_localisation_by_head_count_covers_every_k_from_one_ranking(tiny_vit):
     images, labels = _images(4), torch.tensor([0, 1, 2, 3])
     mask = torch.zeros(4, 32, 32)
     mask[:, :8, :8] = 1
-    result = localisation_by_head_count(model, images, labels, mask, batch_size=2)
+    ranked = rank_every_head(model, images, labels, batch_size=2)
+    whole = explain_batch(model, images, labels, top_k=1)
+    for k in (1, 3):  # two batches of two give the maps one batch of four gives
+        assert torch.allclose(promptcam_maps(ranked, k), whole.saliency(k), atol=1e-6)
+    result = localisation_by_head_count(ranked, mask)
     assert list(result) == ["1", "2", "3", "4"]
-    all_heads = explain_batch(model, images, labels, top_k=1).maps.mean(1)
+    all_heads = whole.maps.mean(1)
     assert result["4"]["mass_in_trait"] == pytest.approx(
         float(mass_inside_mask(all_heads, mask).mean()), abs=1e-4
     )

@@ -20,7 +20,7 @@ from torch import nn
 from tmtcam.metrics.interpretability import insertion_deletion_auc, mass_inside_mask, pointing_game
 from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.saliency_baselines import attention_rollout_maps, grad_cam_maps
-from tmtcam.promptcam.trait_maps import explain_batch
+from tmtcam.promptcam.trait_maps import TraitExplanation, explain_batch
 
 Explainer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, classes) -> (B, h, w)
 
@@ -66,33 +66,38 @@ def accuracy(model: nn.Module, batches: Iterable[dict]) -> float:
     return correct / max(total, 1)
 
 
-def promptcam_explainer(model: PromptCAM, top_k: int) -> Explainer:
-    """Mean trait map of the ``top_k`` greedily ranked heads of the given class's prompt."""
-    return lambda images, classes: explain_batch(model, images, classes, top_k=top_k).saliency(top_k)
-
-
 @torch.no_grad()
-def localisation_by_head_count(
-    model: PromptCAM,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    trait_mask: torch.Tensor,
-    batch_size: int = 32,
-) -> dict[str, dict[str, float]]:
-    """Pointing game and trait mass of the mean map of the top k heads, for every k (1 .. all heads).
+def rank_every_head(
+    model: PromptCAM, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32
+) -> list[TraitExplanation]:
+    """Trait maps of the true class with all heads ordered, in batches of ``batch_size``.
 
-    One greedy ranking down to a single head orders all heads (the top k of it are the heads a
-    ``top_k=k`` ranking keeps), so every k comes from the same explanations. Reported next to the
-    chosen ``top_k`` so that the choice of k can be judged, not tuned on the test images.
+    A greedy ranking down to a single head orders every head, and the top k of that order are the
+    heads a ``top_k=k`` ranking keeps, so one ranking serves the chosen k and every other k.
     """
-    explanations = [
+    return [
         explain_batch(model, x, y, top_k=1)
         for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)
     ]
-    tolerance = pointing_tolerance(images.shape[-1])
+
+
+def promptcam_maps(explanations: list[TraitExplanation], top_k: int) -> torch.Tensor:
+    """(N, h, w) Prompt-CAM saliency: the mean map of the ``top_k`` top-ranked heads, per image."""
+    return torch.cat([explanation.saliency(top_k) for explanation in explanations])
+
+
+def localisation_by_head_count(
+    explanations: list[TraitExplanation], trait_mask: torch.Tensor
+) -> dict[str, dict[str, float]]:
+    """Pointing game and trait mass of the mean map of the top k heads, for every k (1 .. all heads).
+
+    Reported next to the chosen ``top_k`` so that the choice of k can be judged, not tuned on the
+    test images.
+    """
+    tolerance = pointing_tolerance(trait_mask.shape[-1])
     result = {}
-    for k in range(1, model.backbone.num_heads + 1):
-        maps = torch.cat([explanation.saliency(k) for explanation in explanations])
+    for k in range(1, explanations[0].maps.shape[1] + 1):
+        maps = promptcam_maps(explanations, k)
         result[str(k)] = {
             "pointing_game": round(float(pointing_game(maps, trait_mask, tolerance).nanmean()), 4),
             "mass_in_trait": round(float(mass_inside_mask(maps, trait_mask).nanmean()), 4),
@@ -126,8 +131,17 @@ def pointing_tolerance(image_side: int) -> int:
     return round(15 * image_side / 224)
 
 
-def score_explainer(
-    explainer: Explainer,
+def explainer_maps(
+    explainer: Explainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32
+) -> torch.Tensor:
+    """(N, h, w) maps of ``explainer`` for the given classes, computed ``batch_size`` images at a time."""
+    return torch.cat(
+        [explainer(x, y) for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)]
+    )
+
+
+def score_maps(
+    maps: torch.Tensor,
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -137,9 +151,6 @@ def score_explainer(
 ) -> ExplainerScores:
     """Localisation against ``trait_mask`` and insertion/deletion AUC on ``model``, averaged over images."""
     model.eval()
-    maps = torch.cat(
-        [explainer(x, y) for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)]
-    )
     with torch.no_grad():
         auc = insertion_deletion_auc(model, images, maps, labels, steps=steps, batch_size=4 * batch_size)
     return ExplainerScores(
