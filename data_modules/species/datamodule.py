@@ -54,6 +54,8 @@ class SpeciesDataModule(L.LightningDataModule):
         verify_images: decode every real image during setup (slow; otherwise a corrupt file fails
             when first loaded, naming the file).
         pin_memory: pin host memory in the DataLoaders (worth it on GPU).
+        cache_renders: synthetic only: keep rendered creatures in memory so later epochs skip
+            rendering (see :class:`SyntheticSpecies`); worth it with ``num_workers=0``.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class SpeciesDataModule(L.LightningDataModule):
         catalogue_seed: int = 0,
         verify_images: bool = False,
         pin_memory: bool = False,
+        cache_renders: bool = False,
     ) -> None:
         super().__init__()
         check_dataset_name(dataset)
@@ -149,7 +152,9 @@ class SpeciesDataModule(L.LightningDataModule):
         species_set = SYNTHETIC_SETS[h.dataset]
 
         def make(split: str, count: int | None, transform: SpeciesTransform) -> SyntheticSpecies:
-            return SyntheticSpecies(species_set, split, count, render_size, h.seed, self.catalogue, transform)
+            return SyntheticSpecies(
+                species_set, split, count, render_size, h.seed, self.catalogue, transform, h.cache_renders
+            )
 
         return (
             make("train", h.num_train_images, train_tf),

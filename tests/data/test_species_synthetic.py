@@ -205,6 +205,26 @@ def test_train_transform_crops_masks_with_the_image(catalogue):
     assert set(item["trait_mask"].unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("species_set", ["target", "random"])
+def test_cached_renders_give_the_same_items_and_render_once(catalogue, species_set, monkeypatch):
+    transform = build_train_transform(64, 72, seed=0)  # flips and crops must not touch the cache
+    plain = SyntheticSpecies(species_set, num_images=4, image_size=72, catalogue=catalogue)
+    cached = SyntheticSpecies(species_set, num_images=4, image_size=72, catalogue=catalogue, cache_renders=True)
+    calls = []
+    render = cached.renderer.render
+    monkeypatch.setattr(cached.renderer, "render", lambda *a: calls.append(1) or render(*a))
+    cached.transform = transform
+    for _ in range(3):  # three epochs, augmented each time
+        for index in range(4):
+            cached[index]
+    assert len(calls) == 4
+    cached.transform = plain.transform
+    for index in range(4):
+        a, b = plain[index], cached[index]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["trait_mask"], b["trait_mask"])
+        assert torch.equal(a["attributes"], b["attributes"])
+
+
 def test_bad_arguments_raise():
     with pytest.raises(KeyError, match="split"):
         SyntheticSpecies(split="val")
