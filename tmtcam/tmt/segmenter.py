@@ -69,7 +69,7 @@ class ACTEOptions:
         token per image, the mean of its patch tokens weighted by ``1 + priority`` (DANN's input
         with the hard regions counting up to twice). ``None`` (default) keeps DESIGN §4's
         measuring-only estimator. Measured without target labels (docs/benchmarks.md): ``image``
-        helps most of the three, still less than plain DANN (``method: global``).
+        helps most of the three and ties plain DANN (``method: global``) within noise.
     """
 
     cluster_layer: int | None = None
