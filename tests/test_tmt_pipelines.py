@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tmtcam.pipelines import tmt_benchmark, tmt_demo
+from tmtcam.pipelines.tmt_runs import Budget, pretrain_source
 
 
 def test_mean_gain_averages_per_pair_means() -> None:
@@ -55,3 +57,17 @@ def test_demo_and_benchmark_write_their_summaries(tmp_path: Path) -> None:
     assert "<!-- tmt-accuracy:start -->" in doc.read_text() and "clear_to_fog" in doc.read_text()
     assert "8 unlabelled target images" in doc.read_text() and "Per run (pair × seed" in doc.read_text()
     assert payload["budget"]["few_target_images"] == 8 and payload["budget"]["target_labelled"] is False
+
+
+def test_source_model_does_not_depend_on_what_ran_before(tmp_path: Path) -> None:
+    """A pair's source model is the same whether it is trained first or after other work (it used to
+    take its initial weights from whatever the global random state was)."""
+    budget = Budget(source_steps=2, batch_size=4, source_images=8)
+    first = pretrain_source("day_to_night", 0, tmp_path / "a", budget)
+    torch.manual_seed(123)
+    torch.rand(1000)  # other work in the same process moves the global random state
+    again = pretrain_source("day_to_night", 0, tmp_path / "b", budget)
+    weights_a = torch.load(first)["state_dict"]
+    weights_b = torch.load(again)["state_dict"]
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[key], weights_b[key]) for key in weights_a)

@@ -46,8 +46,7 @@ class Budget:
     backbone_lr_mult: float = 1.0  # measured: 0.1 leaves the backbone almost still in 400 steps (-3.8 mIoU)
 
 
-def _trainer(out: Path, steps: int, seed: int) -> L.Trainer:
-    L.seed_everything(seed, workers=True, verbose=False)
+def _trainer(out: Path, steps: int) -> L.Trainer:
     return L.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=CSVLogger(out, name="", version=""),
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -56,10 +55,15 @@ def _trainer(out: Path, steps: int, seed: int) -> L.Trainer:
 
 
 def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
-    """Stage 1 (cached): a segmenter trained on the source domain only; returns its weights file."""
+    """Stage 1 (cached): a segmenter trained on the source domain only; returns its weights file.
+
+    Seeded before the model is built, so its initial weights do not depend on what ran earlier in
+    the process (they did: a pair's source model changed with its place in ``--pairs``).
+    """
     path = out / f"source_{pair}_seed{seed}.pt"
     if path.exists():
         return path
+    L.seed_everything(seed, workers=True, verbose=False)
     spec = DomainSpec(dataset="synthetic", pair=pair, domain="source", num_images=budget.source_images,
                       seed=seed, image_size=budget.crop_size)  # fmt: skip
     dataset = build_segmentation_dataset(
@@ -69,7 +73,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
     model = TMTSegmentation(num_classes=8, backbone=SMALL_VIT, method="finetune", lr=budget.lr,
                             backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
-    _trainer(out / "logs" / path.stem, budget.source_steps, seed).fit(model, loader)
+    _trainer(out / "logs" / path.stem, budget.source_steps).fit(model, loader)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict()}, path)
     return path
@@ -84,8 +88,12 @@ def adapt_and_test(
     budget: Budget,
     model_options: dict | None = None,
 ) -> dict[str, Any]:
-    """Stage 2 for one method; returns ``{"miou", "per_class", "seconds"}`` on the target test split."""
+    """Stage 2 for one method; returns ``{"miou", "per_class", "seconds"}`` on the target test split.
+
+    Seeded first, so the new heads (discriminator, probe, aligner) start alike whatever ran before.
+    """
     start = time.perf_counter()
+    L.seed_everything(seed, workers=True, verbose=False)
     data = DomainPairDataModule(
         source={"dataset": "synthetic", "pair": pair, "num_images": budget.source_images, "seed": seed},
         target={"dataset": "synthetic", "pair": pair, "num_images": budget.few_target_images, "seed": seed,
@@ -99,7 +107,7 @@ def adapt_and_test(
     }  # fmt: skip
     model = TMTSegmentation(num_classes=data.num_classes, backbone=SMALL_VIT, method=method,
                             class_names=data.class_names, init_checkpoint=str(init), **options)  # fmt: skip
-    trainer = _trainer(out / "logs" / f"{pair}_{method}_seed{seed}", budget.adapt_steps, seed)
+    trainer = _trainer(out / "logs" / f"{pair}_{method}_seed{seed}", budget.adapt_steps)
     trainer.fit(model, datamodule=data)
     metrics = trainer.test(model, datamodule=data, verbose=False)[0]
     per_class = {name: round(metrics[f"test/IoU/{name}"], 2) for name in data.class_names}
