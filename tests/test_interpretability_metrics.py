@@ -11,6 +11,7 @@ from tmtcam.metrics.interpretability import (
     insertion_deletion_auc,
     keypoint_mask,
     mass_inside_mask,
+    object_chance,
     perturbation_curves,
     pointing_game,
     reveal_masks,
@@ -54,6 +55,22 @@ def test_mass_inside_mask_hand_case():
     mask = torch.tensor([[[0, 1], [1, 1]]])
     assert mass_inside_mask(saliency, mask)[0] == pytest.approx(3 / 4)
     assert math.isnan(mass_inside_mask(saliency, torch.zeros(1, 2, 2))[0])
+
+
+def test_object_chance_is_the_share_of_the_object_inside_the_dilated_mask():
+    creature = torch.zeros(3, 5, 5)
+    creature[:, 2, :4] = 1  # a 4-pixel creature on row 2
+    trait = torch.zeros(3, 5, 5)
+    trait[0, 2, 0] = 1  # its left end
+    trait[1, 0, 4] = 1  # off the creature, two rows above its right end
+    chance = object_chance(creature, trait)
+    assert chance[0] == pytest.approx(1 / 4) and chance[1] == 0 and math.isnan(chance[2])  # empty trait
+    dilated = object_chance(creature, trait, tolerance=1)
+    assert dilated[0] == pytest.approx(2 / 4) and dilated[1] == 0  # (2, 0) grows to (2, 1); (0, 4) to row 1
+    assert object_chance(creature, trait, tolerance=2)[1] == pytest.approx(2 / 4)  # now reaches (2, 2..3)
+    assert math.isnan(object_chance(torch.zeros(1, 5, 5), trait[:1])[0])  # no creature
+    with pytest.raises(ValueError, match="object and trait masks"):
+        object_chance(creature[:, :4], trait)
 
 
 def test_keypoint_mask_discs_and_invisible_parts():

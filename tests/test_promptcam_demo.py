@@ -36,9 +36,11 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
     assert main(["--out", str(out), *TINY_RUN]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["accuracy"] <= 1 and 0 <= summary["linear_probe_accuracy"] <= 1
-    for metric in ("pointing_game", "insertion", "deletion", "mass_in_trait"):
+    for metric in ("pointing_game", "insertion", "deletion", "mass_in_trait", "peak_on_object"):
         assert {"promptcam", "gradcam"} <= set(summary[metric]), metric
         assert all(0 <= value <= 1 for value in summary[metric].values()), (metric, summary[metric])
+    chance = summary["chance_on_creature"]
+    assert 0 < chance["mass_in_trait"] < chance["pointing_game"] < 1  # dilation only adds pixels
     assert len(summary["heatmaps"]) == 2 and all(Path(path).is_file() for path in summary["heatmaps"])
     assert summary["head_ranking"]["speedup"] > 1 and summary["seconds"] > 0
     assert list(summary["promptcam_by_head_count"]) == [str(k) for k in range(1, 7)]

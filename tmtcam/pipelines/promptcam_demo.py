@@ -8,7 +8,8 @@
 3. Choose how many top-ranked heads make Prompt-CAM's map (``--top-k``) by pointing game on the
    *validation* images; then on held-out test images with known trait masks, score Prompt-CAM's
    trait maps against Grad-CAM (on the linear probe and on the Prompt-CAM model) and attention
-   rollout: pointing game, mass inside the trait, insertion/deletion.
+   rollout: pointing game, mass inside the trait, how often the map's peak is on the creature at
+   all, insertion/deletion; and the chance level of a map that finds the creature but not the trait.
 4. Write heatmap grids for a few validation images, time batched vs naive head ranking, and save
    everything to ``<out>/summary.json``.
 
@@ -41,6 +42,7 @@ from tmtcam.promptcam.evaluation import (
     gather_batches,
     grad_cam_explainer,
     localisation_by_head_count,
+    object_only_reference,
     promptcam_maps,
     rank_every_head,
     rollout_explainer,
@@ -288,9 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "accuracy": accuracy(promptcam.model, data.test_dataloader()),
         "linear_probe_accuracy": accuracy(probe.model, data.test_dataloader()),
     }
-    test = gather_batches(data.test_dataloader(), args.eval_images, ("image", "label", "trait_mask"))
+    test = gather_batches(
+        data.test_dataloader(), args.eval_images, ("image", "label", "trait_mask", "part_masks")
+    )
     ranked = rank_every_head(promptcam.model, test["image"], test["label"])
-    images, labels = test["image"], test["label"]
+    images, labels, trait_mask = test["image"], test["label"], test["trait_mask"]
+    creature = test["part_masks"].amax(1)  # the whole creature: the union of its parts
     explained: dict[str, tuple[torch.Tensor, LightningModule]] = {
         "promptcam": (promptcam_maps(ranked, top_k), promptcam),
         "gradcam": (explainer_maps(grad_cam_explainer(probe.model), images, labels), probe),
@@ -298,12 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attention_rollout": (explainer_maps(rollout_explainer(probe.model), images, labels), probe),
     }
     scores = {
-        name: score_maps(maps, module.model, images, labels, test["trait_mask"], steps=args.steps).as_dict()
+        name: score_maps(maps, module.model, images, labels, trait_mask, creature, steps=args.steps).as_dict()
         for name, (maps, module) in explained.items()
     }
-    for metric in ("pointing_game", "mass_in_trait", "insertion", "deletion"):
+    for metric in ("pointing_game", "mass_in_trait", "peak_on_object", "insertion", "deletion"):
         results[metric] = {name: values[metric] for name, values in scores.items()}
-    results["promptcam_by_head_count"] = localisation_by_head_count(ranked, test["trait_mask"])
+    results["chance_on_creature"] = object_only_reference(creature, trait_mask)
+    results["promptcam_by_head_count"] = localisation_by_head_count(ranked, trait_mask)
 
     shown = {key: value[: args.heatmap_images] for key, value in val.items()}
     results["heatmaps"] = write_heatmaps(promptcam, probe, shown, args.out, top_k)
@@ -319,13 +325,19 @@ def format_summary(results: dict[str, Any]) -> str:
     lines = [
         f"accuracy: Prompt-CAM {results['accuracy']:.3f} | linear probe {results['linear_probe_accuracy']:.3f}",
         f"Prompt-CAM map: mean of the top {results['top_k']['heads']} heads ({results['top_k']['chosen_by']})",
-        f"{'explainer':<22}{'pointing':>10}{'mass':>8}{'insertion':>11}{'deletion':>10}",
+        f"{'explainer':<22}{'pointing':>10}{'mass':>8}{'on creature':>13}{'insertion':>11}{'deletion':>10}",
     ]
     for name in results["pointing_game"]:
         lines.append(
             f"{name:<22}{results['pointing_game'][name]:>10.3f}{results['mass_in_trait'][name]:>8.3f}"
+            f"{results['peak_on_object'][name]:>13.3f}"
             f"{results['insertion'][name]:>11.3f}{results['deletion'][name]:>10.3f}"
         )
+    chance = results["chance_on_creature"]
+    lines.append(
+        f"{'chance on the creature':<22}{chance['pointing_game']:>10.3f}{chance['mass_in_trait']:>8.3f}"
+        f"{1.0:>13.3f}{'-':>11}{'-':>10}   (a map that finds the creature, not the trait)"
+    )
     by_count = results["promptcam_by_head_count"]
     lines.append(
         "Prompt-CAM pointing / mass by heads averaged: "
