@@ -134,6 +134,16 @@ def test_tma_bias_changes_the_prediction_and_zero_beta_does_not() -> None:
         assert not torch.allclose(finetune(images).logits, tmt(images).logits, atol=1e-3)
 
 
+def test_miou_leaves_out_classes_neither_labelled_nor_predicted(monkeypatch) -> None:
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
+    model.val_iou.update(torch.tensor([[0, 0, 1, 1]]), torch.tensor([[0, 0, 1, 255]]))  # no 2 or 3 at all
+    logged: dict[str, torch.Tensor] = {}
+    monkeypatch.setattr(model, "log_dict", lambda values, **_: logged.update(values))
+    model._log_iou(model.val_iou, "val")
+    assert float(logged["val/mIoU"]) == pytest.approx(100.0)  # torchmetrics' default would give 50
+    assert math.isnan(logged["val/IoU/class_2"]) and math.isnan(logged["val/IoU/class_3"])
+
+
 def test_bad_layer_choices_are_rejected_by_key() -> None:
     with pytest.raises(ValueError, match="tma.layers"):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", tma={"layers": [9]})

@@ -15,7 +15,9 @@ which is how the source model is pre-trained. Losses:
 * ``global``: DANN loss through gradient reversal, weighted by ``adversarial_weight``.
 
 Evaluation is on target batches: torchmetrics ``MulticlassJaccardIndex(ignore_index=255)``, synced
-across DDP ranks, logged as ``val/mIoU`` and ``val/IoU/<class>``.
+across DDP ranks, logged as ``val/mIoU`` and ``val/IoU/<class>``. A class that is neither in the
+labels nor predicted has no IoU (NaN) and is left out of the mean, as in mmseg; torchmetrics would
+count it as 0 by default and pull mIoU down on any split that lacks a class.
 """
 
 from __future__ import annotations
@@ -118,8 +120,12 @@ class TMTSegmentation(LightningModule):
             raise ValueError(
                 f"model.init_args.class_names has {len(self.class_names)} names for {num_classes} classes"
             )
-        self.val_iou = MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX, average="none")
-        self.test_iou = MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX, average="none")
+        self.val_iou, self.test_iou = (
+            MulticlassJaccardIndex(
+                num_classes, ignore_index=IGNORE_INDEX, average="none", zero_division=float("nan")
+            )
+            for _ in range(2)
+        )
         if init_checkpoint:
             self.load_initial_weights(init_checkpoint)
 
