@@ -8,7 +8,8 @@ from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from tmtcam.backbones import ViTBackbone
-from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier, build_backbone, warmup_cosine_factor
+from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier, build_backbone
+from tmtcam.training.schedules import warmup_cosine_factor
 
 TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
 
@@ -73,6 +74,12 @@ def test_warmup_cosine_factor_hand_values():
     assert warmup_cosine_factor(12, 4, 12) == pytest.approx(0.0)
     assert warmup_cosine_factor(0, 0, 10) == pytest.approx(1.0)
     assert warmup_cosine_factor(5, 0, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_logged_accuracy_is_top1_not_the_class_balanced_mean():
+    module = PromptCAMClassifier(dict(TINY), num_classes=3)
+    module.val_acc.update(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 0, 2]))
+    assert float(module.val_acc.compute()) == pytest.approx(0.75)  # the class-balanced mean is 1/3
 
 
 def test_backbone_config_errors_name_the_key():

@@ -31,20 +31,13 @@ from tmtcam.promptcam.rendering import explanation_rows
 from tmtcam.promptcam.saliency_baselines import grad_cam_maps
 from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.training.checkpoint_compat import check_checkpoint, stamp_checkpoint
+from tmtcam.training.schedules import warmup_cosine
 from tmtcam.viz.heatmaps import denormalize, heatmap_row, stack_rows
 from tmtcam.viz.image_logging import log_images
 
 Method = Literal["promptcam", "linear_probe", "vpt"]
 Optimizer = Literal["sgd", "adamw"]
 BACKBONE_PREFIX = "model.backbone."
-
-
-def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> 0 until ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_classifier(
@@ -125,9 +118,10 @@ class PromptCAMClassifier(LightningModule):
             hp.prompt_dropout,
             hp.vpt_num_prompts,
         )
-        self.train_acc = MulticlassAccuracy(num_classes)
-        self.val_acc = MulticlassAccuracy(num_classes)
-        self.test_acc = MulticlassAccuracy(num_classes)
+        # top-1 ("micro"), the accuracy papers report; torchmetrics' default is the class-balanced mean
+        self.train_acc, self.val_acc, self.test_acc = (
+            MulticlassAccuracy(num_classes, average="micro") for _ in range(3)
+        )
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -236,10 +230,7 @@ class PromptCAMClassifier(LightningModule):
         steps_per_epoch = total / trainer_epochs
         schedule_steps = int(steps_per_epoch * (hp.max_epochs or trainer_epochs))
         warmup_steps = int(steps_per_epoch * hp.warmup_epochs)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, schedule_steps)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": warmup_cosine(optimizer, warmup_steps, schedule_steps)}
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
