@@ -71,3 +71,15 @@ def test_source_model_does_not_depend_on_what_ran_before(tmp_path: Path) -> None
     weights_b = torch.load(again)["state_dict"]
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[key], weights_b[key]) for key in weights_a)
+
+
+def test_cached_source_model_is_reused_only_for_the_same_budget(tmp_path: Path) -> None:
+    budget = Budget(source_steps=2, batch_size=4, source_images=8)
+    path = pretrain_source("day_to_night", 0, tmp_path, budget)
+    trained = path.stat().st_mtime_ns
+    assert pretrain_source("day_to_night", 0, tmp_path, budget) == path
+    assert path.stat().st_mtime_ns == trained  # same settings: reused
+    longer = Budget(source_steps=3, batch_size=4, source_images=8)
+    assert pretrain_source("day_to_night", 0, tmp_path, longer) == path
+    assert path.stat().st_mtime_ns != trained  # another budget: trained again, not silently reused
+    assert json.loads(path.with_suffix(".json").read_text())["steps"] == 3

@@ -10,6 +10,7 @@ steps and batch size for every method, then reports mIoU on the target test spli
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,11 +58,21 @@ def _trainer(out: Path, steps: int) -> L.Trainer:
 def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     """Stage 1 (cached): a segmenter trained on the source domain only; returns its weights file.
 
+    The cache is reused only if ``<file>.json`` records the same stage-1 settings (model, steps,
+    images, batch, crop, lr); otherwise the model is trained again and the file replaced, so a run
+    with another ``--source-steps`` never reports on a model trained with a different budget. The
+    file name stays ``source_<pair>_seed<seed>.pt`` because configs point at it.
     Seeded before the model is built, so its initial weights do not depend on what ran earlier in
     the process (they did: a pair's source model changed with its place in ``--pairs``).
     """
     path = out / f"source_{pair}_seed{seed}.pt"
-    if path.exists():
+    record = path.with_suffix(".json")
+    settings = {
+        "backbone": SMALL_VIT, "pair": pair, "seed": seed, "steps": budget.source_steps,
+        "images": budget.source_images, "batch_size": budget.batch_size, "crop_size": budget.crop_size,
+        "lr": budget.lr,
+    }  # fmt: skip
+    if path.exists() and record.exists() and json.loads(record.read_text()) == settings:
         return path
     L.seed_everything(seed, workers=True, verbose=False)
     spec = DomainSpec(dataset="synthetic", pair=pair, domain="source", num_images=budget.source_images,
@@ -76,6 +87,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     _trainer(out / "logs" / path.stem, budget.source_steps).fit(model, loader)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict()}, path)
+    record.write_text(json.dumps(settings))
     return path
 
 
