@@ -6,8 +6,9 @@ import torch
 from lightning.pytorch import Trainer
 from PIL import Image
 
+from data_modules.species.transforms import build_eval_transform
 from tmtcam.backbones import ViTBackbone
-from tmtcam.promptcam.explain import main
+from tmtcam.promptcam.explain import load_image, main, training_resize_size
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
 
 TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
@@ -73,3 +74,23 @@ def test_explain_input_errors_name_the_problem(tmp_path):
     probe = _checkpoint(tmp_path, method="linear_probe")
     with pytest.raises(ValueError, match="trait maps need method=promptcam"):
         main(["--ckpt", str(probe), "--images", str(empty), "--out", str(tmp_path / "o")])
+
+
+def test_explain_takes_a_run_dir_and_the_data_modules_evaluation_view(tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    nested = tmp_path / "run" / "tmtcam" / "abc123" / "checkpoints"
+    nested.mkdir(parents=True)
+    (nested / "last.ckpt").write_bytes(ckpt.read_bytes())
+    _write_images(tmp_path / "photos")
+    out = tmp_path / "maps"
+    assert main(["--ckpt", str(tmp_path / "run"), "--images", str(tmp_path / "photos"), "--out", str(out)]) == 0
+    assert (out / "a.png").is_file()
+    with pytest.raises(FileNotFoundError, match="no last.ckpt under the folder"):
+        main(["--ckpt", str(tmp_path / "photos"), "--images", str(tmp_path / "photos"), "--out", str(out)])
+
+    assert training_resize_size(ckpt) is None  # saved without a data module: resize to the crop size
+    recorded = tmp_path / "with_data.ckpt"
+    torch.save({"datamodule_hyper_parameters": {"resize_size": 40, "image_size": 32}}, recorded)
+    assert training_resize_size(recorded) == 40
+    image = load_image(tmp_path / "photos" / "a.png", build_eval_transform(32, 40))
+    assert image.shape == (3, 32, 32)  # 40 x 40 square resize, then the centre 32 x 32, as in validation

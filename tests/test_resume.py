@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import run_cli, tmt_config, write_config
 
 TESTS = Path(__file__).parent
 
@@ -53,3 +54,30 @@ def test_killed_run_resumes_to_the_same_final_step(tmp_path):
     assert "Restoring states from the checkpoint" in resumed.stderr or "Restored all states" in resumed.stderr
     # the step checkpoints rotate as configured (save_top_k=1): the newest, at the final step, is there
     assert (tmp_path / "steps" / "epoch=0-step=40.ckpt").is_file()
+
+
+def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage_two(tmp_path, capsys, monkeypatch):
+    """A config's loggers pin ``save_dir``; ``--trainer.default_root_dir`` (as the SLURM script passes
+    it) must still put logs and checkpoints in that run dir, where ``--ckpt_path last`` and
+    ``init_checkpoint: <run dir>`` find them."""
+    config = tmt_config()
+    config_dir = str(tmp_path / "from_config")
+    config["trainer"].update(
+        default_root_dir=config_dir,
+        logger=[{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": config_dir}}],
+    )
+    path = write_config(tmp_path / "tmt.yaml", config)
+    job = tmp_path / "job"
+    code, err = run_cli(["fit", "--config", str(path), "--trainer.default_root_dir", str(job)], capsys, monkeypatch)
+    assert code == 0, err
+    assert list(job.rglob("last.ckpt")) and (job / "lightning_logs").is_dir()
+    assert not (tmp_path / "from_config").exists()
+    stage_two = ["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "stage2")]
+    code, err = run_cli([*stage_two, "--model.init_args.init_checkpoint", str(job)], capsys, monkeypatch)
+    assert code == 0, err
+    code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(tmp_path / "stage2" / "none")], capsys, monkeypatch)
+    assert code != 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(empty)], capsys, monkeypatch)
+    assert code != 0 and "no last.ckpt under the folder" in err and "init_checkpoint" in err

@@ -15,7 +15,8 @@ export WANDB_RUN_ID=${WANDB_RUN_ID:-tmtcam-$(basename "$RUN_DIR")}
 export WANDB_RESUME=allow
 export NO_ALBUMENTATIONS_UPDATE=1
 RESUME=()
-if [ -f "$RUN_DIR/checkpoints/last.ckpt" ]; then RESUME=(--ckpt_path "$RUN_DIR/checkpoints/last.ckpt"); fi
+# --ckpt_path last: the newest last*.ckpt anywhere under RUN_DIR (loggers nest checkpoints in per-run folders)
+if [ -d "$RUN_DIR" ] && [ -n "$(find "$RUN_DIR" -name 'last*.ckpt' -print -quit)" ]; then RESUME=(--ckpt_path last); fi
 
 .venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m tmtcam fit --config "$CONFIG" \
   --trainer.devices "$NPROC" --trainer.strategy ddp --trainer.default_root_dir "$RUN_DIR" \

@@ -1,7 +1,10 @@
 """``tmtcam explain``: Prompt-CAM trait heatmaps for any folder of images, plus an HTML gallery.
 
     tmtcam explain --ckpt runs/cub/checkpoints/last.ckpt --images photos/ --out heatmaps/ [--class-index 17]
+    tmtcam explain --ckpt runs/cub --images photos/ --out heatmaps/   # a run dir: its newest last*.ckpt
 
+Images are prepared exactly as the data module's evaluation view (square resize to the checkpoint's
+``resize_size``, centre crop), so a map explains what validation accuracy measured.
 For each image: the predicted class, the explained class (``--class-index`` or the prediction), the
 top-k heads of the greedy ranking with their score drops, written as ``<out>/<name>.png``; and
 ``<out>/index.html`` listing them all. The checkpoint's backbone is rebuilt from its saved reference
@@ -16,16 +19,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from data_modules.species.transforms import SpeciesTransform, build_eval_transform
 from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
 from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
+from tmtcam.training.checkpoint_compat import newest_last_checkpoint
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -33,7 +36,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tmtcam explain", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--ckpt", required=True, type=Path, help="PromptCAMClassifier checkpoint (method: promptcam)"
+        "--ckpt",
+        required=True,
+        type=Path,
+        help="PromptCAMClassifier checkpoint (method: promptcam), or a run dir (its newest last*.ckpt)",
     )
     parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for PNG grids and index.html")
@@ -51,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resize-size",
         type=int,
         default=None,
-        help="shorter side before the centre crop (default: size*8/7)",
+        help="square resize before the centre crop (default: the checkpoint's data module's, else no resize)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -67,29 +73,34 @@ def find_images(folder: Path) -> list[Path]:
     return paths
 
 
-def eval_transform(image_size: int, resize_size: int) -> A.Compose:
-    """Shorter side to ``resize_size``, centre crop, ImageNet normalisation (the usual evaluation view)."""
-    return A.Compose(
-        [
-            A.SmallestMaxSize(max_size=resize_size),
-            A.CenterCrop(height=image_size, width=image_size),
-            A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
-        ]
-    )
-
-
-def load_image(path: Path, transform: A.Compose) -> torch.Tensor:
+def load_image(path: Path, transform: SpeciesTransform) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot decode image {path}: {err}") from err
-    return torch.from_numpy(transform(image=pixels)["image"]).permute(2, 0, 1)
+    return transform(pixels).image
+
+
+def resolve_checkpoint(ckpt: Path) -> Path:
+    """``ckpt`` itself, or for a run dir its newest ``last*.ckpt``."""
+    if ckpt.is_dir():
+        found = newest_last_checkpoint(ckpt)
+        if found is None:
+            raise FileNotFoundError(f"--ckpt: no last.ckpt under the folder {ckpt}")
+        return found
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"--ckpt: checkpoint not found: {ckpt}")
+    return ckpt
+
+
+def training_resize_size(ckpt: Path) -> int | None:
+    """The ``resize_size`` the checkpoint's data module evaluated with (None if not recorded)."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return (saved.get("datamodule_hyper_parameters") or {}).get("resize_size")
 
 
 def load_promptcam(ckpt: Path, device: str) -> tuple[PromptCAM, PromptCAMClassifier]:
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"--ckpt: checkpoint not found: {ckpt}")
     module = PromptCAMClassifier.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
     if not isinstance(module.model, PromptCAM):
         raise ValueError(
@@ -122,12 +133,13 @@ def write_gallery(out: Path, entries: list[tuple[str, str, str]]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model, module = load_promptcam(args.ckpt, args.device)
+    ckpt = resolve_checkpoint(args.ckpt)
+    model, module = load_promptcam(ckpt, args.device)
     if args.class_index is not None and not 0 <= args.class_index < model.num_classes:
         raise ValueError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
     top_k = min(args.top_k, model.backbone.num_heads)
     image_size = args.image_size or int(module.hparams.backbone.get("img_size", 224))
-    transform = eval_transform(image_size, args.resize_size or round(image_size * 8 / 7))
+    transform = build_eval_transform(image_size, args.resize_size or training_resize_size(ckpt))
     paths = find_images(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
     names = module.hparams.class_names

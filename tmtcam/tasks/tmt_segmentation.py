@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from tmtcam.tmt.transferability import discriminator_loss
 from tmtcam.training.checkpoint_compat import (
     CheckpointMismatch,
     check_checkpoint,
+    newest_last_checkpoint,
     shape_mismatches,
     stamp_checkpoint,
 )
@@ -142,7 +144,16 @@ class TMTSegmentation(LightningModule):
             self.class_names = list(data.class_names)
 
     def load_initial_weights(self, path: str) -> None:
-        """Load backbone + decoder (and whatever else matches) from a Lightning checkpoint or state dict."""
+        """Load backbone + decoder (and whatever else matches) from a Lightning checkpoint or state dict.
+
+        ``path`` may also be a run directory: its newest ``last*.ckpt`` is used, since loggers put
+        checkpoints in per-run folders whose names (a W&B id) are not known in advance.
+        """
+        if Path(path).is_dir():
+            found = newest_last_checkpoint(path)
+            if found is None:
+                raise FileNotFoundError(f"model.init_args.init_checkpoint: no last.ckpt under the folder {path}")
+            path = str(found)
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError:

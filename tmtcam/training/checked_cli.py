@@ -10,13 +10,19 @@ a :class:`~tmtcam.training.preflight.ConfigError`.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from tmtcam.backbones.loading import WeightsError
-from tmtcam.training.checkpoint_compat import CheckpointMismatch, check_checkpoint_file
+from tmtcam.training.checkpoint_compat import (
+    CheckpointMismatch,
+    check_checkpoint_file,
+    newest_last_checkpoint,
+)
 from tmtcam.training.guards import TrainingFault
 from tmtcam.training.preflight import ConfigError, check_devices, check_input_geometry
 
@@ -32,6 +38,10 @@ class CheckedLightningCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Check ``--ckpt_path`` against the model *as configured*, before its hyper-parameters replace it."""
         super().parse_arguments(parser, args)
+        tokens = sys.argv[1:] if args is None else args
+        self._root_dir_on_command_line = isinstance(tokens, list) and any(
+            str(token).startswith("--trainer.default_root_dir") for token in tokens
+        )
         config = self.config.get(self.config.get("subcommand") or "", self.config)
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last_checkpoint(config.trainer.default_root_dir)
@@ -44,6 +54,8 @@ class CheckedLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_devices(config.trainer.accelerator, config.trainer.devices)
+        if self._root_dir_on_command_line and config.trainer.get("default_root_dir"):
+            place_loggers_in_run_dir(config.trainer)
 
     def instantiate_classes(self) -> None:
         try:
@@ -68,13 +80,30 @@ def resolve_last_checkpoint(root: str | None) -> str:
     """
     if not root:
         return "last"
-    found = sorted(Path(root).rglob("last*.ckpt"), key=lambda path: path.stat().st_mtime)
-    if not found:
+    found = newest_last_checkpoint(root)
+    if found is None:
         raise ConfigError(
             f"--ckpt_path last: no last.ckpt under trainer.default_root_dir={root}; give the checkpoint's "
             f"path, or leave out --ckpt_path to start a new run"
         )
-    return str(found[-1])
+    return str(found)
+
+
+def place_loggers_in_run_dir(trainer: Namespace) -> None:
+    """Move every logger's ``save_dir`` to ``trainer.default_root_dir``.
+
+    Called when ``--trainer.default_root_dir`` is given on the command line. Lightning puts
+    checkpoints in the first logger's folder, so the configs' fixed ``save_dir`` would pin logs
+    *and* checkpoints to the config's folder whatever the command line says: every SLURM job of one
+    config shared it, and ``--ckpt_path last`` (which searches the run dir) found nothing.
+    """
+    loggers = trainer.get("logger")
+    if not loggers or isinstance(loggers, bool):
+        return
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if init_args is not None and "save_dir" in init_args:
+            init_args.save_dir = trainer.default_root_dir
 
 
 def innermost_cause(error: BaseException) -> BaseException:

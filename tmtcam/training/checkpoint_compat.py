@@ -93,3 +93,14 @@ def shape_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[tup
         if name in current and hasattr(tensor, "shape") and tuple(tensor.shape) != tuple(current[name].shape):
             out.append((name, tuple(tensor.shape), tuple(current[name].shape)))
     return out
+
+
+def newest_last_checkpoint(root: str | Path) -> Path | None:
+    """The newest ``last*.ckpt`` anywhere under the run dir ``root`` (None if there is none).
+
+    Loggers put checkpoints in per-run folders (``<root>/<project>/<wandb id>/checkpoints``,
+    ``<root>/lightning_logs/version_N/checkpoints``), so a run dir is searched, not one folder.
+    """
+    found = sorted(Path(root).rglob("last*.ckpt"), key=lambda path: path.stat().st_mtime)
+    return found[-1] if found else None
+
