@@ -10,6 +10,7 @@ the albumentations pipeline from the worker seed torch derives from the global s
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import lightning as L
 from lightning.pytorch.utilities import CombinedLoader
@@ -33,7 +34,8 @@ class DomainPairDataModule(L.LightningDataModule):
     Args:
         source: the domain the model comes from (labelled).
         target: the domain to adapt to; ``labelled: false`` for unsupervised adaptation.
-        target_val: validation data (``None``: ``target`` with ``split: val``, labelled, uncapped).
+        target_val: validation data (``None``: ``target`` with ``split: val``, labelled, uncapped;
+            a ``folder`` target has no splits, so that is its training images, with a warning).
         target_test: test/predict data (``None``: synthetic targets use ``target`` with ``split: test``,
             labelled, uncapped; real ones reuse ``target_val``, as the literature evaluates on the
             official val split).
@@ -79,6 +81,13 @@ class DomainPairDataModule(L.LightningDataModule):
         self.source = self._complete(source, "source")
         self.target = self._complete(target, "target")
         val = target_val or self.target.replace(split="val", labelled=True, num_images=None)
+        if target_val is None and self.target.dataset == "folder":
+            warnings.warn(
+                "data.init_args.target_val is not set and a 'folder' target has no splits: validation "
+                "(and checkpoint selection on val metrics) runs on the target's training images; give a "
+                "held-out folder as target_val",
+                stacklevel=2,
+            )
         self.target_val = self._complete(val, "target")
         if target_test is not None:
             self.target_test = self._complete(target_test, "target")

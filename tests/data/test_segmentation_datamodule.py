@@ -1,5 +1,6 @@
 """DomainPairDataModule: paired training batches, target evaluation loaders, label spaces, transforms."""
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -94,6 +95,15 @@ def test_plain_mappings_are_accepted_as_specs():
     )
     assert datamodule.source.domain == "source" and datamodule.target.domain == "target"
     assert datamodule.source.image_size == 64
+
+
+def test_a_folder_target_without_target_val_warns_that_validation_uses_training_images():
+    folder = {"dataset": "folder", "root": "/data/mine", "image_dir": "images", "mask_dir": "labels"}
+    with pytest.warns(UserWarning, match="target_val is not set"):
+        DomainPairDataModule({"dataset": "cityscapes", "root": "/data/cs"}, folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DomainPairDataModule({"dataset": "cityscapes", "root": "/data/cs"}, folder, target_val=dict(folder, root="/data/v"))
 
 
 def test_yaml_domain_specs_parse_as_in_docs():
