@@ -173,3 +173,43 @@ def test_baseline_heatmaps_use_grad_cam(tmp_path, backbone_config):
     trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(module, datamodule=ColourData())
     assert len(list((tmp_path / "images").rglob("*.png"))) == 1
+
+
+class MarkedColourCasts(ColourCasts):
+    """ColourCasts with a trait mask (top-left quarter) and CUB-style part keypoints (one visible)."""
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        trait = torch.zeros(32, 32)
+        trait[:16, :16] = 1
+        parts = torch.tensor([[4.0, 4.0, 1.0], [30.0, 30.0, 0.0]])  # (x, y, visible)
+        return dict(item, trait_mask=trait, parts=parts)
+
+
+class MarkedColourData(ColourData):
+    def test_dataloader(self):
+        return DataLoader(MarkedColourCasts(8, 2), batch_size=4)
+
+
+@pytest.mark.parametrize("method", ["promptcam", "linear_probe"])
+def test_test_step_scores_the_true_class_map_where_traits_or_parts_are_known(tmp_path, backbone_config, method):
+    module = PromptCAMClassifier(backbone_config, num_classes=4, method=method, heatmap_images=0)
+    results = _trainer(tmp_path, epochs=1).test(module, datamodule=MarkedColourData())[0]
+    for key in ("test/pointing_game", "test/mass_in_trait", "test/part_hit"):
+        assert 0 <= results[key] <= 1, (key, results)
+
+
+def test_localisation_scores_by_hand(backbone_config, monkeypatch):
+    module = PromptCAMClassifier(backbone_config, num_classes=4)
+    peak_top_left = torch.zeros(2, 4, 4)
+    peak_top_left[:, 0, 0] = 1.0  # the map's maximum on the first patch (pixels 0..7)
+    monkeypatch.setattr(module, "explanation_maps", lambda images, labels: peak_top_left)
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.update({name: (float(value), kwargs)}))
+    trait = torch.zeros(2, 32, 32)
+    trait[0, :8, :8] = 1  # image 0: trait under the peak; image 1: no trait -> left out, not a miss
+    parts = torch.tensor([[[1.0, 1.0, 1.0]], [[28.0, 28.0, 1.0]]])  # within 2 px (15 px at 224) of the peak pixel; far
+    batch = {"image": torch.zeros(2, 3, 32, 32), "label": torch.tensor([0, 1]), "trait_mask": trait, "parts": parts}
+    module._log_localisation(batch)
+    assert logged["test/pointing_game"][0] == 1.0 and logged["test/pointing_game"][1]["batch_size"] == 1
+    assert logged["test/part_hit"][0] == 0.5 and logged["test/part_hit"][1]["batch_size"] == 2

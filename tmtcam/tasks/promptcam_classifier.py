@@ -2,8 +2,10 @@
 
 The module is thin: models live in :mod:`tmtcam.promptcam`, maths in pure functions there and in
 :mod:`tmtcam.metrics.interpretability`. What it adds is the training recipe (SGD as in the paper, or
-AdamW; linear warm-up then cosine, per step), accuracy via torchmetrics, heatmap grids logged every few epochs, and
-checkpoints that hold only what was learned.
+AdamW; linear warm-up then cosine, per step), top-1 accuracy via torchmetrics, heatmap grids logged
+every few epochs, checkpoints that hold only what was learned, and at test time the localisation of
+the true class's map wherever the data knows where traits or parts are (``test/pointing_game``,
+``test/mass_in_trait`` on the synthetic species, ``test/part_hit`` on CUB's part keypoints).
 
 Checkpoints: the frozen backbone is *not* stored (for DINO ViT-B that is 330 MB per checkpoint
 for 0.1 MB of prompts). The backbone is rebuilt from its reference, the ``backbone`` init argument
@@ -25,7 +27,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from tmtcam.backbones import ViTBackbone, build_backbone
+from tmtcam.metrics.interpretability import keypoint_mask, mass_inside_mask, pointing_game
 from tmtcam.promptcam.baselines import LinearProbe, VPTClassifier
+from tmtcam.promptcam.evaluation import pointing_tolerance
 from tmtcam.promptcam.model import FrozenBackboneModel, PromptCAM
 from tmtcam.promptcam.rendering import explanation_rows
 from tmtcam.promptcam.saliency_baselines import grad_cam_maps
@@ -176,6 +180,40 @@ class PromptCAMClassifier(LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, self.test_acc, "test")
+        if "trait_mask" in batch or "parts" in batch:
+            self._log_localisation(batch)
+
+    def explanation_maps(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) map each method is judged by: Prompt-CAM's top heads of ``labels``, else Grad-CAM."""
+        model = self._require_model()
+        if isinstance(model, PromptCAM):
+            top_k = min(self.hparams.top_k_heads, model.backbone.num_heads)
+            return explain_batch(model, images, labels, top_k=top_k).saliency(top_k)
+        with torch.inference_mode(False), torch.enable_grad():  # test runs in inference mode
+            return grad_cam_maps(model, images.clone(), labels.clone())
+
+    def _log_localisation(self, batch: dict[str, torch.Tensor]) -> None:
+        """Test-time localisation of the true class's map (see :mod:`tmtcam.promptcam.evaluation`).
+
+        ``test/pointing_game`` and ``test/mass_in_trait`` where trait masks exist (synthetic
+        species); ``test/part_hit`` where part keypoints do (CUB): the map's peak within the pointing
+        tolerance (15 px at 224 px) of a visible part. Images without a trait or visible part are
+        left out of the mean rather than counted as misses.
+        """
+        images, labels = batch["image"], batch["label"]
+        maps = self.explanation_maps(images, labels)
+        tolerance = pointing_tolerance(images.shape[-1])
+        scores = {}
+        if "trait_mask" in batch:
+            scores["test/pointing_game"] = pointing_game(maps, batch["trait_mask"], tolerance)
+            scores["test/mass_in_trait"] = mass_inside_mask(maps, batch["trait_mask"])
+        if "parts" in batch:
+            near_parts = keypoint_mask(batch["parts"], tuple(images.shape[-2:]), radius=tolerance)
+            scores["test/part_hit"] = pointing_game(maps, near_parts)
+        for name, values in scores.items():
+            valid = values[~values.isnan()]
+            if valid.numel():
+                self.log(name, valid.mean(), on_epoch=True, batch_size=valid.numel(), sync_dist=True)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
