@@ -1,8 +1,8 @@
 """Cross-domain semantic segmentation data: embedded synthetic domain pairs and real-format readers.
 
 Every item is a dict ``{"image": (3, H, W) float32 ImageNet-normalised, "mask": (H, W) int64 train
-ids with IGNORE_INDEX (255) ignored, "path": str}``; :func:`denormalize` undoes the normalisation
-for display. Real datasets are served in the Cityscapes 19-class space; the embedded pairs use
+ids with IGNORE_INDEX (255) ignored, "path": str}``; ``tmtcam.viz.heatmaps.denormalize`` undoes the
+normalisation for display. Real datasets are served in the Cityscapes 19-class space; the embedded pairs use
 the 8 :data:`SCENE_CLASSES`. :class:`DomainPairDataModule` yields source and target batches
 together for training and target batches for evaluation.
 """
@@ -36,12 +36,9 @@ from data_modules.segmentation.synthetic_dataset import SyntheticDomainDataset
 from data_modules.segmentation.synthetic_layout import SCENE_CLASSES
 from data_modules.segmentation.synthetic_pairs import SYNTHETIC_PAIRS, SyntheticPair, render_pair_example
 from data_modules.segmentation.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SegmentationTransform,
     build_eval_transform,
     build_train_transform,
-    denormalize,
 )
 from data_modules.segmentation.validation import (
     CorruptImageError,
@@ -59,8 +56,6 @@ __all__ = [
     "CITYSCAPES_LABEL_TO_TRAIN",
     "DATASET_NAMES",
     "IGNORE_INDEX",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "MAPILLARY_TO_TRAIN",
     "READERS",
     "SCENE_CLASSES",
@@ -89,7 +84,6 @@ __all__ = [
     "build_eval_transform",
     "build_segmentation_dataset",
     "build_train_transform",
-    "denormalize",
     "domain_class_names",
     "read_segmentation_index",
     "render_pair_example",

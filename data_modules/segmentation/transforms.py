@@ -12,11 +12,9 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from data_modules.segmentation.label_maps import IGNORE_INDEX
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 class SegmentationTransform:
@@ -28,7 +26,7 @@ class SegmentationTransform:
 
     def __init__(self, steps: list[A.BasicTransform], seed: int | None = None) -> None:
         self.compose = A.Compose(
-            [*steps, A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0)], seed=seed
+            [*steps, A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, max_pixel_value=255.0)], seed=seed
         )
 
     def reseed(self, seed: int) -> None:
@@ -103,10 +101,3 @@ def _base_resize(base_size: int | None) -> tuple[A.BasicTransform, ...]:
             max_size=base_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
         ),
     )
-
-
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) ImageNet-normalised -> RGB in [0, 1], for visualisation."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    return (image * std + mean).clamp(0.0, 1.0)

@@ -27,8 +27,6 @@ from data_modules.species.species_catalogue import (
 )
 from data_modules.species.synthetic_species import SyntheticSpecies
 from data_modules.species.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SpeciesTransform,
     build_eval_transform,
     build_train_transform,
@@ -38,8 +36,6 @@ from data_modules.species.validation import SpeciesDataError
 __all__ = [
     "ATTRIBUTE_NAMES",
     "DATASET_NAMES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "PART_NAMES",
     "SLOTS",
     "CorruptImageError",

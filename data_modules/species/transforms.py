@@ -15,9 +15,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class SpeciesTransform:
 
     def __init__(self, steps: list[A.BasicTransform], seed: int | None = None) -> None:
         self.compose = A.Compose(
-            [*steps, A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0)],
+            [*steps, A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, max_pixel_value=255.0)],
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             seed=seed,
         )
