@@ -144,6 +144,23 @@ def test_miou_leaves_out_classes_neither_labelled_nor_predicted(monkeypatch) -> 
     assert math.isnan(logged["val/IoU/class_2"]) and math.isnan(logged["val/IoU/class_3"])
 
 
+def test_synthia_pairs_also_log_miou16_and_miou13(monkeypatch) -> None:
+    data = DomainPairDataModule({"dataset": "synthia", "root": "/data/synthia"}, {"dataset": "cityscapes", "root": "/data/cs"})
+    assert len(data.miou_subsets["mIoU16"]) == 16 and len(data.miou_subsets["mIoU13"]) == 13
+    model = TMTSegmentation(num_classes=19, backbone=TINY, method="finetune")
+    model.miou_subsets = data.miou_subsets  # what setup() reads from the data module
+    perfect = torch.arange(19)[None].repeat(2, 1)
+    predictions = perfect.clone()
+    predictions[:, 3] = 0  # wall (3) always wrong: in mIoU16, not in mIoU13
+    model.val_iou.update(predictions, perfect)
+    logged: dict[str, torch.Tensor] = {}
+    monkeypatch.setattr(model, "log_dict", lambda values, **_: logged.update(values))
+    model._log_iou(model.val_iou, "val")
+    # road (0) IoU 2/4 (the wall pixels are false positives); wall 0; every other class 100
+    assert float(logged["val/mIoU13"]) == pytest.approx((12 * 100 + 50) / 13)
+    assert float(logged["val/mIoU16"]) == pytest.approx((14 * 100 + 50 + 0) / 16)
+
+
 def test_bad_layer_choices_are_rejected_by_key() -> None:
     with pytest.raises(ValueError, match="tma.layers"):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", tma={"layers": [9]})

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from data_modules.loaders import seeded_loader
 from data_modules.segmentation.factory import build_segmentation_dataset, domain_class_names
 from data_modules.segmentation.image_dataset import SegmentationImageDataset, verify_dataset
-from data_modules.segmentation.label_maps import IGNORE_INDEX
+from data_modules.segmentation.label_maps import IGNORE_INDEX, SYNTHIA_13, SYNTHIA_16
 from data_modules.segmentation.specs import DomainSpec, check_spec
 from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
 
@@ -129,6 +129,14 @@ class DomainPairDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def miou_subsets(self) -> dict[str, tuple[int, ...]]:
+        """Extra mIoU figures the literature reports for this pair: SYNTHIA sources are scored on
+        the 16 classes SYNTHIA has and on 13 (without wall, fence, pole), besides all 19."""
+        if self.source.dataset == "synthia":
+            return {"mIoU16": SYNTHIA_16, "mIoU13": SYNTHIA_13}
+        return {}
 
     @property
     def ignore_index(self) -> int:

@@ -9,7 +9,7 @@ without a train id become :data:`IGNORE_INDEX`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,11 +117,6 @@ def id_map_mapping(id_map: Mapping[int, int], num_classes: int) -> LabelMapping:
         if train != IGNORE_INDEX and not 0 <= train < num_classes:
             raise ValueError(f"id_map entry {raw} -> {train}: train ids must be in [0, {num_classes}) or 255")
     return LabelMapping(mapping, None)
-
-
-def class_subset_names(indices: Iterable[int]) -> list[str]:
-    """Cityscapes class names of some train ids (e.g. :data:`SYNTHIA_13` for a report header)."""
-    return [CITYSCAPES_CLASSES[i] for i in indices]
 
 
 CITYSCAPES_TRAIN_IDS = identity_mapping(len(CITYSCAPES_CLASSES))

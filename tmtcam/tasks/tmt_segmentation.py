@@ -118,6 +118,7 @@ class TMTSegmentation(LightningModule):
             build_backbone(backbone_config), num_classes, method, decoder, acte, tma, seed=seed
         )
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        self.miou_subsets: dict[str, tuple[int, ...]] = {}  # from the data module at setup
         if len(self.class_names) != num_classes:
             raise ValueError(
                 f"model.init_args.class_names has {len(self.class_names)} names for {num_classes} classes"
@@ -142,6 +143,7 @@ class TMTSegmentation(LightningModule):
             )
         if self.hparams.class_names is None and getattr(data, "class_names", None):
             self.class_names = list(data.class_names)
+        self.miou_subsets = dict(getattr(data, "miou_subsets", None) or {})
 
     def load_initial_weights(self, path: str) -> None:
         """Load backbone + decoder (and whatever else matches) from a Lightning checkpoint or state dict.
@@ -296,6 +298,8 @@ class TMTSegmentation(LightningModule):
         metric.reset()
         present = ~torch.isnan(per_class)
         values = {f"{stage}/mIoU": per_class[present].mean() * 100 if present.any() else per_class.new_zeros(())}
+        for name, classes in self.miou_subsets.items():  # e.g. SYNTHIA's mIoU16 / mIoU13
+            values[f"{stage}/{name}"] = per_class[list(classes)].nanmean() * 100
         values.update(
             {f"{stage}/IoU/{name}": value * 100 for name, value in zip(self.class_names, per_class, strict=True)}
         )
