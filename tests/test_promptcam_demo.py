@@ -42,7 +42,8 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
     chance = summary["chance_on_creature"]
     assert 0 < chance["mass_in_trait"] < chance["pointing_game"] < 1  # dilation only adds pixels
     assert len(summary["heatmaps"]) == 2 and all(Path(path).is_file() for path in summary["heatmaps"])
-    assert summary["head_ranking"]["speedup"] > 1 and summary["seconds"] > 0
+    ranking = summary["head_ranking"]  # timings only: their ratio is for make bench, not a unit test
+    assert ranking["batched_ms"] > 0 and ranking["naive_ms"] > 0 and summary["seconds"] > 0
     assert list(summary["promptcam_by_head_count"]) == [str(k) for k in range(1, 7)]
     assert summary["top_k"]["chosen_by"] == "validation pointing game" and 1 <= summary["top_k"]["heads"] <= 6
     assert "head ranking per image" in capsys.readouterr().out
