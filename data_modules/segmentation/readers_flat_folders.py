@@ -97,8 +97,6 @@ def folder_class_names(spec: DomainSpec) -> tuple[str, ...]:
     if spec.class_names is not None:
         return tuple(spec.class_names)
     num_classes = spec.num_classes if spec.num_classes is not None else len(CITYSCAPES_CLASSES)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if num_classes == len(CITYSCAPES_CLASSES):
         return CITYSCAPES_CLASSES
     return tuple(f"class_{i}" for i in range(num_classes))

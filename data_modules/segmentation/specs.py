@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from data_modules.segmentation.label_maps import CITYSCAPES_CLASSES, IGNORE_INDEX
+
 REAL_DATASETS: tuple[str, ...] = (
     "cityscapes", "gta5", "synthia", "acdc", "darkzurich", "bdd100k", "mapillary", "folder",
 )  # fmt: skip
@@ -98,3 +100,12 @@ def check_spec(spec: DomainSpec, role: str = "domain") -> None:
         and len(spec.class_names) != spec.num_classes
     ):
         raise ValueError(f"{role}: {len(spec.class_names)} class_names but num_classes={spec.num_classes}")
+    if spec.num_classes is not None and spec.num_classes < 1:
+        raise ValueError(f"{role}.num_classes must be >= 1, got {spec.num_classes}")
+    if spec.id_map is not None:
+        classes = len(spec.class_names) if spec.class_names else spec.num_classes or len(CITYSCAPES_CLASSES)
+        for raw, train in spec.id_map.items():
+            if int(train) != IGNORE_INDEX and not 0 <= int(train) < classes:
+                raise ValueError(
+                    f"{role}.id_map: {raw} -> {train}, but train ids must be in [0, {classes}) or 255"
+                )

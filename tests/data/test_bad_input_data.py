@@ -24,6 +24,7 @@ from data_modules.segmentation import (
     build_segmentation_dataset,
     verify_dataset,
 )
+from data_modules.segmentation.specs import check_spec
 from data_modules.species import SpeciesDataError, read_species_index
 
 H, W = 8, 12
@@ -336,3 +337,12 @@ def test_species_images_decode_like_segmentation_images(tmp_path):
     floating = write_image(tmp_path / "float.tif", np.full((H, W), 3, dtype=np.float32))
     with pytest.raises(SpeciesCorruptImageError, match=rf"{named(floating)} has mode 'F'"):
         load_species_rgb(floating)
+
+
+def test_folder_label_space_errors_name_the_role_and_key():
+    folder = {"dataset": "folder", "image_dir": "images", "mask_dir": "labels"}
+    with pytest.raises(ValueError, match=r"^target\.num_classes must be >= 1, got 0"):
+        check_spec(DomainSpec(**folder, num_classes=0), "target")
+    with pytest.raises(ValueError, match=r"^source\.id_map: 7 -> 5, but train ids must be in \[0, 5\) or 255"):
+        check_spec(DomainSpec(**folder, num_classes=5, id_map={7: 5}), "source")
+    check_spec(DomainSpec(**folder, num_classes=5, id_map={7: 4, 8: 255}), "source")  # in range or ignore
