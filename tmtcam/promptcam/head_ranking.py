@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from timm.models.vision_transformer import Attention, Block
 
-from tmtcam.promptcam.model import PromptCAM
+from tmtcam.promptcam.model import PromptCAM, PromptCAMOutput
 
 # (image indices (A,), masks (A, R, H) bool) -> logits (A, R, C)
 MaskScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -176,6 +176,20 @@ def rank_heads_batched(
     """Same result as :func:`rank_heads_naive`, from one full pass plus one batched step per greedy round."""
     model.eval()
     run = model.run(images, return_attention=True, return_last_block_input=True)
+    return rank_heads_from_run(model, run, class_index, top_k, until_misclassified)
+
+
+def rank_heads_from_run(
+    model: PromptCAM,
+    run: PromptCAMOutput,
+    class_index: torch.Tensor | int | None = None,
+    top_k: int = 1,
+    until_misclassified: bool = False,
+) -> HeadRanking:
+    """:func:`rank_heads_batched` on a forward pass already made with the attention and the last
+    block's input, for callers that also need that pass (trait maps read its attention)."""
+    if run.last_attention is None or run.last_block_input is None:
+        raise ValueError("the run needs return_attention=True and return_last_block_input=True")
     classes = _resolve_classes(run.logits, class_index)
     score = _prompt_row_scorer(model, run.last_block_input, run.last_attention)
     if score is None:
