@@ -56,6 +56,8 @@ def test_demo_and_benchmark_write_their_summaries(tmp_path: Path) -> None:
     assert isinstance(payload["mean_gain_tmt_vs_finetune"], float)
     assert "<!-- tmt-accuracy:start -->" in doc.read_text() and "clear_to_fog" in doc.read_text()
     assert "8 unlabelled target images" in doc.read_text() and "Per run (pair × seed" in doc.read_text()
+    assert "Command: `python -m tmtcam bench tmt --pairs clear_to_fog --seeds 1 --methods finetune tmt" in doc.read_text()
+    assert payload["command"].endswith("--unlabelled-target")
     assert payload["budget"]["few_target_images"] == 8 and payload["budget"]["target_labelled"] is False
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,7 @@ def report_markdown(
     target = "unlabelled" if args.unlabelled_target else "labelled"
     return (
         f"## TMT accuracy on the embedded pairs (`tmtcam bench tmt`)\n\n{machine_line()}\n\n"
+        f"Command: `{args.command}`\n\n"
         f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); small CPU ViT (width 192, depth 6, "
         f"patch 8, 64 px), source stage {args.source_steps} steps, adaptation {args.adapt_steps} steps "
         f"with {args.target_images} {target} target images, same budget for every method. "
@@ -120,6 +123,7 @@ def report_markdown(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.command = "python -m tmtcam bench tmt " + shlex.join(sys.argv[1:] if argv is None else argv)
     quiet_lightning()
     pairs = sorted(SYNTHETIC_PAIRS) if args.pairs == ["all"] else args.pairs
     unknown = [pair for pair in pairs if pair not in SYNTHETIC_PAIRS]
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "budget": budget_dict(budget),
         "seconds": seconds,
+        "command": args.command,
     }
     write_json(args.json, payload)
     write_section(args.doc, args.section, report_markdown(results, source_only, columns, args, seconds))
