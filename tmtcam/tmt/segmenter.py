@@ -12,6 +12,12 @@ layer, not from the final prediction, because the final prediction does not exis
 later blocks need the map. The probe and the discriminator read *detached* features: they measure,
 they do not train the backbone. Their losses are returned for the task to add.
 
+Design choice: the priority map is computed, and TMA applied, for *every* image, source batches
+included. Regions are per image, so a target image's T_r is the mean over its own (target)
+patches as DESIGN §4.3 says; a source image gets a map the same way. At test time the model cannot
+know an image's domain, so TMA has to act on any image, and training it on both domains keeps the
+attention the segmenter learns with the one it is evaluated with.
+
 Methods (``method``): ``finetune`` (no ACTE/TMA), ``global`` (DANN on pooled tokens),
 ``patch`` / ``grid`` / ``tmt`` (TMA with regions = patches / equal cells / adaptive k-means).
 """
