@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_configs import printed_config
 
 from tmtcam.cli import main
 
@@ -19,11 +20,7 @@ def test_every_dataset_has_a_config():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
 def test_config_prints_through_lightning_cli(config, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["tmtcam"])
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--print_config"])
-    assert exit_info.value.code in (0, None)
-    printed = yaml.safe_load(capsys.readouterr().out)
+    printed = printed_config(config, capsys, monkeypatch)
     assert printed["model"]["class_path"] == "tmtcam.tasks.PromptCAMClassifier"
     assert printed["data"]["class_path"] == "data_modules.species.SpeciesDataModule"
     assert printed["model"]["init_args"]["method"] == "promptcam"

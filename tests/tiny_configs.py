@@ -1,4 +1,4 @@
-"""Tiny CLI configs and file snapshots shared by the bad-input tests (``test_bad_input_*.py``)."""
+"""Tiny CLI configs, file snapshots and a print-config helper shared by the CLI and bad-input tests."""
 
 from __future__ import annotations
 
@@ -124,3 +124,13 @@ def assert_nothing_lost(root: Path, before: dict[str, tuple[int, int, str]]) -> 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def printed_config(config: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """``fit --config CONFIG --print_config`` through the real CLI, parsed back from YAML."""
+    monkeypatch.setattr(sys, "argv", ["tmtcam"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
