@@ -7,6 +7,7 @@ import torch
 
 from tmtcam.metrics.interpretability import (
     blurred_baseline,
+    box_mask,
     curve_auc,
     insertion_deletion_auc,
     keypoint_mask,
@@ -71,6 +72,13 @@ def test_object_chance_is_the_share_of_the_object_inside_the_dilated_mask():
     assert math.isnan(object_chance(torch.zeros(1, 5, 5), trait[:1])[0])  # no creature
     with pytest.raises(ValueError, match="object and trait masks"):
         object_chance(creature[:, :4], trait)
+
+
+def test_box_mask_takes_the_pixels_whose_centres_are_inside():
+    mask = box_mask(torch.tensor([[1.0, 0.0, 3.0, 2.0]]), (3, 4))
+    assert mask[0].int().tolist() == [[0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="boxes must be"):
+        box_mask(torch.zeros(4), (3, 4))
 
 
 def test_keypoint_mask_discs_and_invisible_parts():

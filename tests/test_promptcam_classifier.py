@@ -204,12 +204,19 @@ def test_localisation_scores_by_hand(backbone_config, monkeypatch):
     peak_top_left = torch.zeros(2, 4, 4)
     peak_top_left[:, 0, 0] = 1.0  # the map's maximum on the first patch (pixels 0..7)
     monkeypatch.setattr(module, "explanation_maps", lambda images, labels: peak_top_left)
-    logged = {}
-    monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.update({name: (float(value), kwargs)}))
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     trait = torch.zeros(2, 32, 32)
     trait[0, :8, :8] = 1  # image 0: trait under the peak; image 1: no trait -> left out, not a miss
     parts = torch.tensor([[[1.0, 1.0, 1.0]], [[28.0, 28.0, 1.0]]])  # within 2 px (15 px at 224) of the peak pixel; far
-    batch = {"image": torch.zeros(2, 3, 32, 32), "label": torch.tensor([0, 1]), "trait_mask": trait, "parts": parts}
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 32.0, 32.0]])
+    batch = {"image": torch.zeros(2, 3, 32, 32), "label": torch.tensor([0, 1]), "trait_mask": trait,
+             "parts": parts, "bbox": boxes}  # fmt: skip
     module._log_localisation(batch)
-    assert logged["test/pointing_game"][0] == 1.0 and logged["test/pointing_game"][1]["batch_size"] == 1
-    assert logged["test/part_hit"][0] == 0.5 and logged["test/part_hit"][1]["batch_size"] == 2
+    scores = {name: float(metric.compute()) for name, metric in module.localisation_metrics.items()}
+    assert scores["pointing_game"] == 1.0 and scores["part_hit"] == 0.5
+    # the map is bilinear from patches: 0.9375^2-weighted mass in the 8x8 corner of image 0's 32x32
+    upsampled = torch.nn.functional.interpolate(peak_top_left[:1, None], size=(32, 32), mode="bilinear")[0, 0]
+    assert scores["mass_in_trait"] == pytest.approx(float(upsampled[:8, :8].sum() / upsampled.sum()))
+    # chance: 11 of image 0's 4x4 box pixels lie within 2 px of (1, 1) (all but (0,3), (2,3), (3,0),
+    # (3,2), (3,3) as (x, y)); image 1: the 13-pixel disc around (28, 28) out of the whole 32x32 image
+    assert scores["part_hit_chance"] == pytest.approx((11 / 16 + 13 / 1024) / 2)

@@ -8,7 +8,8 @@ from PIL import Image
 
 from data_modules.species.transforms import build_eval_transform
 from tmtcam.backbones import ViTBackbone
-from tmtcam.promptcam.explain import load_image, main, training_resize_size
+from tmtcam.promptcam import explain
+from tmtcam.promptcam.explain import evaluation_resize, load_image, main
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
 
 TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
@@ -88,9 +89,22 @@ def test_explain_takes_a_run_dir_and_the_data_modules_evaluation_view(tmp_path):
     with pytest.raises(FileNotFoundError, match="no last.ckpt under the folder"):
         main(["--ckpt", str(tmp_path / "photos"), "--images", str(tmp_path / "photos"), "--out", str(out)])
 
-    assert training_resize_size(ckpt) is None  # saved without a data module: resize to the crop size
+    assert evaluation_resize(ckpt, 32) is None  # saved without a data module: resize to the crop size
     recorded = tmp_path / "with_data.ckpt"
-    torch.save({"datamodule_hyper_parameters": {"resize_size": 40, "image_size": 32}}, recorded)
-    assert training_resize_size(recorded) == 40
-    image = load_image(tmp_path / "photos" / "a.png", build_eval_transform(32, 40))
-    assert image.shape == (3, 32, 32)  # 40 x 40 square resize, then the centre 32 x 32, as in validation
+    saved = torch.load(ckpt, weights_only=True)
+    saved["datamodule_hyper_parameters"] = {"resize_size": 40, "image_size": 32}
+    torch.save(saved, recorded)
+    assert evaluation_resize(recorded, 32) == 40 and evaluation_resize(recorded, 64) == 80
+
+
+def test_explain_prepares_images_as_the_checkpoints_data_module_evaluated_them(tmp_path, monkeypatch):
+    saved = torch.load(_checkpoint(tmp_path), weights_only=True)
+    saved["datamodule_hyper_parameters"] = {"resize_size": 40, "image_size": 32}
+    ckpt = tmp_path / "with_data.ckpt"
+    torch.save(saved, ckpt)
+    _write_images(tmp_path / "photos")
+    seen = []
+    monkeypatch.setattr(explain, "load_image", lambda path, transform: seen.append(load_image(path, transform)) or seen[-1])
+    assert main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "maps")]) == 0
+    pixels = np.asarray(Image.open(tmp_path / "photos" / "a.png").convert("RGB"))
+    assert torch.equal(seen[0], build_eval_transform(32, 40)(pixels).image)  # 40 x 40, centre 32 x 32

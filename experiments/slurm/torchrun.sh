@@ -10,7 +10,7 @@ set -euo pipefail
 CONFIG=${1:?usage: torchrun.sh CONFIG.yaml [overrides...]}
 shift
 NPROC=${NPROC:-$(nvidia-smi -L 2>/dev/null | wc -l)}
-RUN_DIR=${RUN_DIR:-runs/$(basename "$CONFIG" .yaml)}
+RUN_DIR=${RUN_DIR:-runs/$(basename "$(dirname "$CONFIG")")-$(basename "$CONFIG" .yaml)}  # runs/tmt-synthetic
 export WANDB_RUN_ID=${WANDB_RUN_ID:-tmtcam-$(basename "$RUN_DIR")}
 export WANDB_RESUME=allow
 export NO_ALBUMENTATIONS_UPDATE=1

@@ -110,6 +110,16 @@ def keypoint_mask(keypoints: torch.Tensor, size: tuple[int, int], radius: float)
     return (inside & (visible > 0)).any(1)
 
 
+def box_mask(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 4) boxes ``(x1, y1, x2, y2)`` in pixels -> (B, H, W) bool, pixel centres inside (CUB boxes)."""
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be (B, 4) as (x1, y1, x2, y2), got {tuple(boxes.shape)}")
+    ys = torch.arange(size[0], dtype=torch.float32, device=boxes.device)[None, :, None] + 0.5
+    xs = torch.arange(size[1], dtype=torch.float32, device=boxes.device)[None, None, :] + 0.5
+    x1, y1, x2, y2 = (boxes[:, i, None, None].float() for i in range(4))
+    return (xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)
+
+
 def pixel_order(saliency: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, H*W) pixel indices, most salient first (stable: ties keep raster order)."""
     heat = upsample_saliency(saliency, size).flatten(1)

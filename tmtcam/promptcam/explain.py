@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resize-size",
         type=int,
         default=None,
-        help="square resize before the centre crop (default: the checkpoint's data module's, else no resize)",
+        help="square resize before the centre crop (default: the checkpoint's data module's, scaled to "
+        "--image-size; else straight to the crop size)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -94,10 +95,18 @@ def resolve_checkpoint(ckpt: Path) -> Path:
     return ckpt
 
 
-def training_resize_size(ckpt: Path) -> int | None:
-    """The ``resize_size`` the checkpoint's data module evaluated with (None if not recorded)."""
+def evaluation_resize(ckpt: Path, image_size: int) -> int | None:
+    """The square resize before a centre crop of ``image_size``, as the checkpoint's data module did.
+
+    Its ``resize_size`` is kept for its own crop size and scaled with any other crop (240 for 224
+    becomes 480 for 448); ``None`` (not recorded, or no resize) resizes straight to ``image_size``.
+    """
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    return (saved.get("datamodule_hyper_parameters") or {}).get("resize_size")
+    data = saved.get("datamodule_hyper_parameters") or {}
+    resize, trained_size = data.get("resize_size"), data.get("image_size")
+    if resize is None or not trained_size:
+        return None
+    return round(resize * image_size / trained_size)
 
 
 def load_promptcam(ckpt: Path, device: str) -> tuple[PromptCAM, PromptCAMClassifier]:
@@ -139,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
     top_k = min(args.top_k, model.backbone.num_heads)
     image_size = args.image_size or int(module.hparams.backbone.get("img_size", 224))
-    transform = build_eval_transform(image_size, args.resize_size or training_resize_size(ckpt))
+    transform = build_eval_transform(image_size, args.resize_size or evaluation_resize(ckpt, image_size))
     paths = find_images(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
     names = module.hparams.class_names

@@ -24,10 +24,17 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from tmtcam.backbones import ViTBackbone, build_backbone
-from tmtcam.metrics.interpretability import keypoint_mask, mass_inside_mask, pointing_game
+from tmtcam.metrics.interpretability import (
+    box_mask,
+    keypoint_mask,
+    mass_inside_mask,
+    object_chance,
+    pointing_game,
+)
 from tmtcam.promptcam.baselines import LinearProbe, VPTClassifier
 from tmtcam.promptcam.evaluation import pointing_tolerance
 from tmtcam.promptcam.model import FrozenBackboneModel, PromptCAM
@@ -42,6 +49,7 @@ from tmtcam.viz.image_logging import log_images
 Method = Literal["promptcam", "linear_probe", "vpt"]
 Optimizer = Literal["sgd", "adamw"]
 BACKBONE_PREFIX = "model.backbone."
+LOCALISATION_METRICS = ("pointing_game", "mass_in_trait", "part_hit", "part_hit_chance")
 
 
 def build_classifier(
@@ -77,7 +85,10 @@ class PromptCAMClassifier(LightningModule):
             trained from scratch (the embedded demo) prompts converge faster with AdamW.
         lr, weight_decay, momentum: optimiser settings (``momentum``: SGD only).
         warmup_epochs, max_epochs: schedule length (``max_epochs=None``: the trainer's).
-        top_k_heads: heads shown per image in the logged heatmap grids.
+        top_k_heads: heads shown per image in the logged heatmap grids, and averaged into the map
+            that test-time localisation scores.
+        test_localisation: at test time, score the true class's map where the data has trait masks
+            or part keypoints (one head ranking, or one Grad-CAM pass, per batch).
         heatmap_images: validation images in each grid (0 disables logging).
         heatmap_every_n_epochs: grid logging period.
         class_names: captions; ``None`` reads ``datamodule.class_names`` when present.
@@ -101,6 +112,7 @@ class PromptCAMClassifier(LightningModule):
         heatmap_images: int = 4,
         heatmap_every_n_epochs: int = 10,
         class_names: list[str] | None = None,
+        test_localisation: bool = True,
     ) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
@@ -108,6 +120,9 @@ class PromptCAMClassifier(LightningModule):
         self.save_hyperparameters()
         self.model: FrozenBackboneModel | None = None
         self._heatmap_batch: dict[str, torch.Tensor] | None = None
+        self.localisation_metrics = nn.ModuleDict(
+            {name: MeanMetric(nan_strategy="ignore") for name in LOCALISATION_METRICS}
+        )
         if num_classes is not None:
             self._build(num_classes)
 
@@ -180,7 +195,7 @@ class PromptCAMClassifier(LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, self.test_acc, "test")
-        if "trait_mask" in batch or "parts" in batch:
+        if self.hparams.test_localisation and ("trait_mask" in batch or "parts" in batch):
             self._log_localisation(batch)
 
     def explanation_maps(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -197,23 +212,27 @@ class PromptCAMClassifier(LightningModule):
 
         ``test/pointing_game`` and ``test/mass_in_trait`` where trait masks exist (synthetic
         species); ``test/part_hit`` where part keypoints do (CUB): the map's peak within the pointing
-        tolerance (15 px at 224 px) of a visible part. Images without a trait or visible part are
-        left out of the mean rather than counted as misses.
+        tolerance (15 px at 224 px) of a visible part, next to ``test/part_hit_chance``, the share of
+        the bounding box that lies that close to a part (a peak anywhere on the bird scores about
+        that). Images without a trait or visible part are left out of the means (NaN ignored), not
+        counted as misses; every rank updates every metric, so DDP's end-of-epoch sync stays aligned.
         """
         images, labels = batch["image"], batch["label"]
         maps = self.explanation_maps(images, labels)
         tolerance = pointing_tolerance(images.shape[-1])
         scores = {}
         if "trait_mask" in batch:
-            scores["test/pointing_game"] = pointing_game(maps, batch["trait_mask"], tolerance)
-            scores["test/mass_in_trait"] = mass_inside_mask(maps, batch["trait_mask"])
+            scores["pointing_game"] = pointing_game(maps, batch["trait_mask"], tolerance)
+            scores["mass_in_trait"] = mass_inside_mask(maps, batch["trait_mask"])
         if "parts" in batch:
             near_parts = keypoint_mask(batch["parts"], tuple(images.shape[-2:]), radius=tolerance)
-            scores["test/part_hit"] = pointing_game(maps, near_parts)
+            scores["part_hit"] = pointing_game(maps, near_parts)
+            if "bbox" in batch:
+                scores["part_hit_chance"] = object_chance(box_mask(batch["bbox"], images.shape[-2:]), near_parts)
         for name, values in scores.items():
-            valid = values[~values.isnan()]
-            if valid.numel():
-                self.log(name, valid.mean(), on_epoch=True, batch_size=valid.numel(), sync_dist=True)
+            metric = self.localisation_metrics[name]
+            metric.update(values)
+            self.log(f"test/{name}", metric, on_epoch=True, batch_size=len(values))
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
