@@ -8,8 +8,6 @@ import pytest
 import yaml
 from tiny_configs import printed_config
 
-from tmtcam.cli import main
-
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "promptcam").glob("*.yaml"))
 EXPECTED = {"cub", "dogs", "cars", "flowers", "inat", "synthetic", "imagefolder"}
 
@@ -64,9 +62,6 @@ def test_dino_recipe_in_cub_config_and_weights_override_from_the_command_line():
 
 
 def test_imagefolder_root_comes_from_the_command_line(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["tmtcam"])
     config = CONFIGS[0].with_name("imagefolder.yaml")
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(config), "--data.root", "/my/photos", "--print_config"])
-    data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    data = printed_config(config, capsys, monkeypatch, "--data.root", "/my/photos")["data"]["init_args"]
     assert (data["dataset"], data["root"]) == ("imagefolder", "/my/photos")

@@ -40,7 +40,7 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
         assert {"promptcam", "gradcam"} <= set(summary[metric]), metric
         assert all(0 <= value <= 1 for value in summary[metric].values()), (metric, summary[metric])
     chance = summary["chance_on_creature"]
-    assert 0 < chance["mass_in_trait"] < chance["pointing_game"] < 1  # dilation only adds pixels
+    assert 0 < chance["mass_in_trait"] <= chance["pointing_game"] < 1  # dilation only adds pixels
     assert len(summary["heatmaps"]) == 2 and all(Path(path).is_file() for path in summary["heatmaps"])
     ranking = summary["head_ranking"]  # timings only: their ratio is for make bench, not a unit test
     assert ranking["batched_ms"] > 0 and ranking["naive_ms"] > 0 and summary["seconds"] > 0

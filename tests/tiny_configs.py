@@ -126,11 +126,13 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
-def printed_config(config: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """``fit --config CONFIG --print_config`` through the real CLI, parsed back from YAML."""
+def printed_config(
+    config: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *overrides: str
+) -> dict[str, Any]:
+    """``fit --config CONFIG [overrides] --print_config`` through the real CLI, parsed back from YAML."""
     monkeypatch.setattr(sys, "argv", ["tmtcam"])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--print_config"])
+        main(["fit", "--config", str(config), *overrides, "--print_config"])
     assert exit_info.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)

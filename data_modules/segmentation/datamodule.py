@@ -84,8 +84,8 @@ class DomainPairDataModule(L.LightningDataModule):
         if target_val is None and self.target.dataset == "folder":
             warnings.warn(
                 "data.init_args.target_val is not set and a 'folder' target has no splits: validation "
-                "(and checkpoint selection on val metrics) runs on the target's training images; give a "
-                "held-out folder as target_val",
+                "and test (and checkpoint selection on val metrics) run on the target's training images; "
+                "give a held-out folder as target_val",
                 stacklevel=2,
             )
         self.target_val = self._complete(val, "target")

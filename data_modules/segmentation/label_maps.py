@@ -115,7 +115,7 @@ def id_map_mapping(id_map: Mapping[int, int], num_classes: int) -> LabelMapping:
     mapping = {int(raw): int(train) for raw, train in id_map.items()}
     for raw, train in mapping.items():
         if train != IGNORE_INDEX and not 0 <= train < num_classes:
-            raise ValueError(f"id_map entry {raw} -> {train}: train ids must be in [0, {num_classes}) or 255")
+            raise ValueError(f"id_map: {raw} -> {train}, but train ids must be in [0, {num_classes}) or 255")
     return LabelMapping(mapping, None)
 
 

@@ -24,7 +24,7 @@ from data_modules.segmentation.label_maps import (
     id_map_mapping,
     identity_mapping,
 )
-from data_modules.segmentation.specs import DomainSpec
+from data_modules.segmentation.specs import DomainSpec, folder_num_classes
 from data_modules.segmentation.validation import (
     SegmentationDataError,
     index_files,
@@ -96,7 +96,7 @@ def folder_class_names(spec: DomainSpec) -> tuple[str, ...]:
     """``class_names`` if given; else Cityscapes names for 19 classes (the default), else ``class_<i>``."""
     if spec.class_names is not None:
         return tuple(spec.class_names)
-    num_classes = spec.num_classes if spec.num_classes is not None else len(CITYSCAPES_CLASSES)
+    num_classes = folder_num_classes(spec)
     if num_classes == len(CITYSCAPES_CLASSES):
         return CITYSCAPES_CLASSES
     return tuple(f"class_{i}" for i in range(num_classes))

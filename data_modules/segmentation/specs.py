@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from data_modules.segmentation.label_maps import CITYSCAPES_CLASSES, IGNORE_INDEX
+from data_modules.segmentation.label_maps import CITYSCAPES_CLASSES, id_map_mapping
 
 REAL_DATASETS: tuple[str, ...] = (
     "cityscapes", "gta5", "synthia", "acdc", "darkzurich", "bdd100k", "mapillary", "folder",
@@ -100,12 +100,18 @@ def check_spec(spec: DomainSpec, role: str = "domain") -> None:
         and len(spec.class_names) != spec.num_classes
     ):
         raise ValueError(f"{role}: {len(spec.class_names)} class_names but num_classes={spec.num_classes}")
-    if spec.num_classes is not None and spec.num_classes < 1:
-        raise ValueError(f"{role}.num_classes must be >= 1, got {spec.num_classes}")
+    classes = folder_num_classes(spec)
+    if classes < 1:
+        raise ValueError(f"{role}.num_classes must be >= 1 (and class_names not empty), got {classes}")
     if spec.id_map is not None:
-        classes = len(spec.class_names) if spec.class_names else spec.num_classes or len(CITYSCAPES_CLASSES)
-        for raw, train in spec.id_map.items():
-            if int(train) != IGNORE_INDEX and not 0 <= int(train) < classes:
-                raise ValueError(
-                    f"{role}.id_map: {raw} -> {train}, but train ids must be in [0, {classes}) or 255"
-                )
+        try:
+            id_map_mapping(spec.id_map, classes)
+        except ValueError as error:
+            raise ValueError(f"{role}.{error}") from None
+
+
+def folder_num_classes(spec: DomainSpec) -> int:
+    """Size of a ``folder`` domain's label space: its ``class_names``, else ``num_classes``, else 19."""
+    if spec.class_names is not None:
+        return len(spec.class_names)
+    return spec.num_classes if spec.num_classes is not None else len(CITYSCAPES_CLASSES)

@@ -26,7 +26,8 @@ class SegmentationTransform:
 
     def __init__(self, steps: list[A.BasicTransform], seed: int | None = None) -> None:
         self.compose = A.Compose(
-            [*steps, A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, max_pixel_value=255.0)], seed=seed
+            [*steps, A.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, max_pixel_value=255.0)],
+            seed=seed,
         )
 
     def reseed(self, seed: int) -> None:

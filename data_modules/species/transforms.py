@@ -34,7 +34,7 @@ class SpeciesTransform:
 
     def __init__(self, steps: list[A.BasicTransform], seed: int | None = None) -> None:
         self.compose = A.Compose(
-            [*steps, A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, max_pixel_value=255.0)],
+            [*steps, A.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, max_pixel_value=255.0)],
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             seed=seed,
         )

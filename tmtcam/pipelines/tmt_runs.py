@@ -74,6 +74,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     }  # fmt: skip
     if path.exists() and record.exists() and json.loads(record.read_text()) == settings:
         return path
+    record.unlink(missing_ok=True)  # a run killed before the new record is written must not reuse
     L.seed_everything(seed, workers=True, verbose=False)
     spec = DomainSpec(dataset="synthetic", pair=pair, domain="source", num_images=budget.source_images,
                       seed=seed, image_size=budget.crop_size)  # fmt: skip
