@@ -28,7 +28,7 @@ from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
 from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
-from tmtcam.training.checkpoint_compat import newest_last_checkpoint
+from tmtcam.training.checkpoint_compat import checkpoint_in
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -85,11 +85,7 @@ def load_image(path: Path, transform: SpeciesTransform) -> torch.Tensor:
 
 def resolve_checkpoint(ckpt: Path) -> Path:
     """``ckpt`` itself, or for a run dir its newest ``last*.ckpt``."""
-    if ckpt.is_dir():
-        found = newest_last_checkpoint(ckpt)
-        if found is None:
-            raise FileNotFoundError(f"--ckpt: no last.ckpt under the folder {ckpt}")
-        return found
+    ckpt = checkpoint_in(ckpt, "--ckpt")
     if not ckpt.is_file():
         raise FileNotFoundError(f"--ckpt: checkpoint not found: {ckpt}")
     return ckpt

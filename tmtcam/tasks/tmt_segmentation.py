@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,7 +38,7 @@ from tmtcam.tmt.transferability import discriminator_loss
 from tmtcam.training.checkpoint_compat import (
     CheckpointMismatch,
     check_checkpoint,
-    newest_last_checkpoint,
+    checkpoint_in,
     shape_mismatches,
     stamp_checkpoint,
 )
@@ -151,11 +150,7 @@ class TMTSegmentation(LightningModule):
         ``path`` may also be a run directory: its newest ``last*.ckpt`` is used, since loggers put
         checkpoints in per-run folders whose names (a W&B id) are not known in advance.
         """
-        if Path(path).is_dir():
-            found = newest_last_checkpoint(path)
-            if found is None:
-                raise FileNotFoundError(f"model.init_args.init_checkpoint: no last.ckpt under the folder {path}")
-            path = str(found)
+        path = str(checkpoint_in(path, "model.init_args.init_checkpoint"))
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError:

@@ -104,3 +104,14 @@ def newest_last_checkpoint(root: str | Path) -> Path | None:
     found = sorted(Path(root).rglob("last*.ckpt"), key=lambda path: path.stat().st_mtime)
     return found[-1] if found else None
 
+
+def checkpoint_in(path: str | Path, key: str) -> Path:
+    """``path`` itself, or for a run directory its newest ``last*.ckpt`` (an error naming ``key`` if none)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = newest_last_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"{key}: no last.ckpt under the folder {path}")
+    return found
+
