@@ -161,6 +161,17 @@ def test_synthia_pairs_also_log_miou16_and_miou13(monkeypatch) -> None:
     assert float(logged["val/mIoU16"]) == pytest.approx((14 * 100 + 50 + 0) / 16)
 
 
+def test_a_subset_with_no_scored_class_logs_zero_like_miou(monkeypatch) -> None:
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
+    model.miou_subsets = {"mIoU_rare": (2, 3)}
+    model.val_iou.update(torch.tensor([[0, 1]]), torch.tensor([[0, 1]]))  # classes 2, 3 never occur
+    logged: dict[str, torch.Tensor] = {}
+    monkeypatch.setattr(model, "log_dict", lambda values, **_: logged.update(values))
+    model._log_iou(model.val_iou, "val")
+    assert float(logged["val/mIoU"]) == pytest.approx(100.0)
+    assert float(logged["val/mIoU_rare"]) == 0.0  # not NaN, which a checkpoint monitor cannot rank
+
+
 def test_bad_layer_choices_are_rejected_by_key() -> None:
     with pytest.raises(ValueError, match="tma.layers"):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", tma={"layers": [9]})

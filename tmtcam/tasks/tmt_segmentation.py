@@ -291,10 +291,9 @@ class TMTSegmentation(LightningModule):
         they are safe to use for epoch-level checkpoint monitoring under DDP."""
         per_class = metric.compute()
         metric.reset()
-        present = ~torch.isnan(per_class)
-        values = {f"{stage}/mIoU": per_class[present].mean() * 100 if present.any() else per_class.new_zeros(())}
+        values = {f"{stage}/mIoU": _mean_over_scored(per_class) * 100}
         for name, classes in self.miou_subsets.items():  # e.g. SYNTHIA's mIoU16 / mIoU13
-            values[f"{stage}/{name}"] = per_class[list(classes)].nanmean() * 100
+            values[f"{stage}/{name}"] = _mean_over_scored(per_class[list(classes)]) * 100
         values.update(
             {f"{stage}/IoU/{name}": value * 100 for name, value in zip(self.class_names, per_class, strict=True)}
         )
@@ -358,3 +357,10 @@ def _offsets(sizes: Sequence[int]) -> list[int]:
         starts.append(position)
         position += size
     return starts
+
+
+def _mean_over_scored(per_class_iou: torch.Tensor) -> torch.Tensor:
+    """Mean IoU over the classes that were labelled or predicted (NaN = neither); 0 when there are
+    none, so that a checkpoint monitor never compares against NaN."""
+    scored = per_class_iou[~torch.isnan(per_class_iou)]
+    return scored.mean() if scored.numel() else per_class_iou.new_zeros(())
