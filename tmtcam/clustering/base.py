@@ -52,3 +52,15 @@ def assign(points: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor,
     distances = torch.cdist(points, centroids).pow_(2)
     best, labels = distances.min(dim=-1)
     return labels, best
+
+
+def cluster_means(points: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean point of each cluster and its size: (B, N, D), (B, N) labels in [0, k) -> (B, k, D), (B, k).
+
+    An empty cluster has size 0 and mean 0; callers decide what it means (a k-means step reseeds
+    it, a region average ignores it).
+    """
+    batch, _, dim = points.shape
+    sums = points.new_zeros(batch, k, dim).scatter_add_(1, labels[..., None].expand(-1, -1, dim), points)
+    counts = points.new_zeros(batch, k).scatter_add_(1, labels, torch.ones_like(points[..., 0]))
+    return sums / counts.clamp_min(1.0)[..., None], counts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tmtcam.clustering.base import KMeansResult, assign, validate_points
+from tmtcam.clustering.base import KMeansResult, assign, cluster_means, validate_points
 
 
 class TorchKMeans:
@@ -72,12 +72,8 @@ def _squared_distance(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
 
 
 def _update_centroids(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, k: int) -> torch.Tensor:
-    batch, _, dim = x.shape
-    sums = torch.zeros(batch, k, dim, dtype=x.dtype, device=x.device)
-    sums.scatter_add_(1, labels[..., None].expand(-1, -1, dim), x)
-    counts = torch.zeros(batch, k, dtype=x.dtype, device=x.device)
-    counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=x.dtype))
-    updated = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centroids)
+    means, counts = cluster_means(x, labels, k)
+    updated = torch.where(counts[..., None] > 0, means, centroids)
     empty = counts == 0
     if empty.any():
         updated = _reseed_empty(x, labels, updated, empty)

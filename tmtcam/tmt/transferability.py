@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from tmtcam.clustering.base import cluster_means
 from tmtcam.tmt.regions import Regions
 
 _EPS = 1e-6
@@ -44,13 +45,7 @@ def region_pool(values: torch.Tensor, regions: Regions) -> tuple[torch.Tensor, t
     R is the batch's largest region count; an image with fewer regions has count 0 (and mean 0) in
     the unused slots, so callers weight by ``counts > 0``.
     """
-    labels = regions.labels[..., None].expand(-1, -1, values.shape[-1])
-    size = regions.max_regions
-    sums = values.new_zeros(values.shape[0], size, values.shape[-1]).scatter_add(1, labels, values)
-    counts = values.new_zeros(values.shape[0], size).scatter_add(
-        1, regions.labels, torch.ones_like(values[..., 0])
-    )
-    return sums / counts.clamp_min(1.0)[..., None], counts
+    return cluster_means(values, regions.labels, regions.max_regions)
 
 
 def region_mean(values: torch.Tensor, regions: Regions) -> torch.Tensor:
