@@ -120,7 +120,6 @@ def test_baselines_shapes_and_trainable_parameters(tiny_vit):
         "head.weight",
         "head.bias",
     }
-    assert set(vpt.trainable_state_dict()) == {"prompts.tokens", "head.weight", "head.bias"}
 
 
 def test_too_few_classes_is_rejected(tiny_vit):

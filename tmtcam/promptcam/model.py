@@ -35,10 +35,6 @@ class FrozenBackboneModel(nn.Module):
         self.backbone.eval()
         return self
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights a checkpoint must hold: everything except the (re-buildable) backbone."""
-        return {name: value for name, value in self.state_dict().items() if not name.startswith("backbone.")}
-
 
 @dataclass
 class PromptCAMOutput:
