@@ -48,3 +48,8 @@ def test_extra_commands_are_dispatched_and_unknown_target_is_usage_error(capsys)
     assert set(EXTRA_COMMANDS) == {"demo", "bench", "explain"}
     assert main(["demo", "nonsense"]) == 2
     assert "tmtcam demo {tmt, promptcam}" in capsys.readouterr().err
+
+
+def test_help_on_a_command_group_lists_its_targets_and_succeeds(capsys):
+    assert main(["bench", "--help"]) == 0
+    assert "tmtcam bench {" in capsys.readouterr().out
