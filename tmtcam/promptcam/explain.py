@@ -83,14 +83,6 @@ def load_image(path: Path, transform: SpeciesTransform) -> torch.Tensor:
     return transform(pixels).image
 
 
-def resolve_checkpoint(ckpt: Path) -> Path:
-    """``ckpt`` itself, or for a run dir its newest ``last*.ckpt``."""
-    ckpt = checkpoint_in(ckpt, "--ckpt")
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"--ckpt: checkpoint not found: {ckpt}")
-    return ckpt
-
-
 def evaluation_resize(ckpt: Path, image_size: int) -> int | None:
     """The square resize before a centre crop of ``image_size``, as the checkpoint's data module did.
 
@@ -138,7 +130,7 @@ def write_gallery(out: Path, entries: list[tuple[str, str, str]]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ckpt = resolve_checkpoint(args.ckpt)
+    ckpt = checkpoint_in(args.ckpt, "--ckpt")
     model, module = load_promptcam(ckpt, args.device)
     if args.class_index is not None and not 0 <= args.class_index < model.num_classes:
         raise ValueError(f"--class-index {args.class_index} outside [0, {model.num_classes})")

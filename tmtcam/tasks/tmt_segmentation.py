@@ -153,8 +153,6 @@ class TMTSegmentation(LightningModule):
         path = str(checkpoint_in(path, "model.init_args.init_checkpoint"))
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"model.init_args.init_checkpoint: no file {path}") from None
         except Exception as error:  # pickle/zip errors from a truncated or foreign file
             raise CheckpointMismatch(
                 f"model.init_args.init_checkpoint: cannot read {path}: {error}"

@@ -106,9 +106,11 @@ def newest_last_checkpoint(root: str | Path) -> Path | None:
 
 
 def checkpoint_in(path: str | Path, key: str) -> Path:
-    """``path`` itself, or for a run directory its newest ``last*.ckpt`` (an error naming ``key`` if none)."""
+    """``path`` itself, or for a run directory its newest ``last*.ckpt``; an error naming ``key`` if neither."""
     path = Path(path)
     if not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
         return path
     found = newest_last_checkpoint(path)
     if found is None:
