@@ -1,5 +1,7 @@
 """The shared ViT core: equality with timm, attention bias, prompts, last-block attention."""
 
+import re
+
 import pytest
 import torch
 
@@ -62,9 +64,15 @@ def test_callable_bias_sees_block_tokens(tiny_vit):
 
 
 def test_last_attention_rows_sum_to_one_and_other_blocks_stay_fused(tiny_vit):
+    """Only the last block leaves the fused kernel (to expose its probabilities), only for the call."""
+    before = [block.attn.fused_attn for block in tiny_vit.vit.blocks]
+    during = []
+    for block in tiny_vit.vit.blocks:
+        block.attn.register_forward_pre_hook(lambda attn, args: during.append(attn.fused_attn))
     out = tiny_vit(torch.randn(3, 3, 32, 32), return_last_attention=True)
     assert torch.allclose(out.last_attention.sum(-1), torch.ones_like(out.last_attention[..., 0]), atol=1e-5)
-    assert all(block.attn.fused_attn == tiny_vit.vit.blocks[0].attn.fused_attn for block in tiny_vit.vit.blocks)
+    assert during == before[:-1] + [False]
+    assert [block.attn.fused_attn for block in tiny_vit.vit.blocks] == before
 
 
 @pytest.mark.parametrize("mode,start,sets", [("deep", 0, 4), ("deep", 2, 2), ("shallow", 0, 1), ("shallow", 1, 1)])
@@ -138,18 +146,10 @@ def test_blur_prompt_rows_hand_case():
     assert torch.allclose(out[0, 0, 1:], probs[0, 0, 1:]) and torch.allclose(out[0, 1], probs[0, 1])
 
 
-def test_weights_from_local_file_and_offline_errors(tmp_path):
-    source = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
-    path = tmp_path / "weights.pth"
-    torch.save(source.vit.state_dict(), path)
-    loaded = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, weights=str(path))
-    for (name, a), b in zip(source.vit.state_dict().items(), loaded.vit.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-    with pytest.raises(WeightsError, match="file not found"):
-        ViTBackbone("vit_tiny_patch16_224", weights=str(tmp_path / "missing.pth"))
+def test_corrupt_weights_file_names_the_path(tmp_path):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="corrupt.pth"):
+    with pytest.raises(WeightsError, match=re.escape(str(corrupt))):
         ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, weights=str(corrupt))
 
 

@@ -37,6 +37,11 @@ def test_typo_in_yaml_names_the_key(tmp_path, capsys, monkeypatch):
     assert_refused(tmp_path, code, err, "num_clases")
 
 
+def test_typo_on_the_command_line_names_the_key(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(fit(tmp_path, tmt_config(), "--trainer.max_stepz", "3"), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "max_stepz")
+
+
 def test_typo_inside_a_nested_mapping_names_the_key(tmp_path, capsys, monkeypatch):
     code, err = run_cli(fit(tmp_path, tmt_config(acte={"k_choise": [2]})), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, "k_choise")

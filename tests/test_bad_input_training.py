@@ -74,7 +74,7 @@ def test_inf_loss_after_resume_names_the_step_and_leaves_the_earlier_run_untouch
     assert "TrainingFault: training loss is inf at global step 4" in err
     kept = Path(re.search(r"last good checkpoint is kept at (\S+\.ckpt)", err).group(1))
     assert str(kept.relative_to(tmp_path)) in before, "the kept checkpoint must be one of the good run's"
-    assert "gradient_clip_val" in err and "lr" in err  # what to try
+    assert "--trainer.gradient_clip_val" in err and "model.init_args.lr" in err  # what to try
     assert_nothing_lost(tmp_path, before)
     assert torch.load(kept, weights_only=False)["global_step"] == 4
 

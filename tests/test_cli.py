@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from tmtcam.cli import EXTRA_COMMANDS, main
 
 BORING = "lightning.pytorch.demos.boring_classes"
@@ -35,13 +33,6 @@ def test_fit_any_lightning_module_by_class_path(tmp_path):
         ]
     )
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-
-
-def test_config_typo_names_the_key(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model", f"{BORING}.BoringModel", "--trainer.max_stepz", "3"])
-    assert exit_info.value.code != 0
-    assert "max_stepz" in capsys.readouterr().err
 
 
 def test_extra_commands_are_dispatched_and_unknown_target_is_usage_error(capsys):

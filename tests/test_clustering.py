@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tmtcam.clustering import AutoKMeans, FaissKMeans, TorchKMeans, build_kmeans, faiss_available
+from tmtcam.clustering.torch_kmeans import _update_centroids
 
 
 def planted(batch=3, per_cluster=40, k=4, dim=16, spread=0.05, seed=0):
@@ -60,12 +61,15 @@ def test_hand_computed_two_cluster_case():
     assert result.inertia[0].item() == pytest.approx(0.01 * 2 + 0.04 * 2, abs=1e-5)
 
 
-def test_empty_clusters_are_reseeded():
-    # 3 distinct locations, k=3, but duplicated points make naive Lloyd produce empty clusters from bad seeds
-    points = torch.tensor([[[0.0, 0.0]] * 10 + [[5.0, 5.0]] * 10 + [[9.0, 0.0]]])
-    result = TorchKMeans(n_iter=10, seed=0)(points, 3)
-    assert torch.bincount(result.labels[0], minlength=3).min() > 0
-    assert result.inertia[0].item() == pytest.approx(0.0, abs=1e-6)
+def test_empty_cluster_is_reseeded_onto_the_worst_served_point():
+    # All three points sit in cluster 0 (mean 11/3); cluster 1 is empty. Squared distances to that
+    # mean are 13.4, 7.1 and 40.1, so the empty centroid must move onto the point at 10.
+    x = torch.tensor([[[0.0], [1.0], [10.0]]])
+    labels = torch.zeros(1, 3, dtype=torch.long)
+    centroids = torch.tensor([[[3.0], [100.0]]])
+    updated = _update_centroids(x, labels, centroids, 2)
+    assert updated[0, :, 0].tolist() == pytest.approx([11 / 3, 10.0])
+    assert labels[0].tolist() == [0, 0, 1]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -11,6 +11,7 @@ from tmtcam.viz.heatmaps import (
     highlight_mask,
     jet_colormap,
     normalize_map,
+    overlay_heatmap,
 )
 
 
@@ -31,10 +32,21 @@ def test_highlight_mask_keeps_the_mask_and_dims_the_rest():
 
 
 def test_row_has_image_then_masks_then_maps():
-    image = np.zeros((8, 8, 3), dtype=np.uint8)
-    row = heatmap_row(
-        image, [torch.rand(2, 2)], ["map"], "img", tile_size=16, masks=[(torch.ones(8, 8), "m")]
-    )
-    assert row.shape == (16 + TITLE_HEIGHT, 3 * (16 + PADDING), 3)
+    # tile_size equals the image size, so every tile is its source array pixel for pixel
+    image = np.full((8, 8, 3), 200, dtype=np.uint8)
+    mask = torch.zeros(8, 8)
+    mask[2:4, 2:4] = 1
+    heat = torch.rand(2, 2)
+    row = heatmap_row(image, [heat], ["map"], "img", tile_size=8, masks=[(mask, "m")])
+    assert row.shape == (8 + TITLE_HEIGHT, 3 * (8 + PADDING), 3)
+
+    def tile(index: int) -> np.ndarray:
+        left = index * (8 + PADDING)
+        return row[TITLE_HEIGHT:, left : left + 8]
+
+    assert np.array_equal(tile(0), image)
+    assert np.array_equal(tile(1), highlight_mask(image, mask))
+    assert tile(1)[2, 2].tolist() == [200, 200, 200] and tile(1)[0, 0].tolist() != [200, 200, 200]
+    assert np.array_equal(tile(2), overlay_heatmap(image, heat))
     with pytest.raises(ValueError, match="1 titles for 2 maps"):
         heatmap_row(image, [torch.rand(2, 2)] * 2, ["map"])

@@ -50,5 +50,8 @@ def test_wandb_offline_run_stores_images_with_masks(tmp_path):
     )
     logger.experiment.finish()
     assert out == []
-    media = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
-    assert media, "no image files in the offline W&B run"
+    images = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/*.png"))
+    masks = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/mask/*.png"))
+    assert len(images) == 1, "the image itself is missing from the offline W&B run"
+    assert len(masks) == 1, "the prediction mask is missing from the offline W&B run"
+    assert np.array_equal(np.asarray(Image.open(masks[0])), mask)

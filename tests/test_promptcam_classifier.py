@@ -8,6 +8,10 @@ from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from tmtcam.backbones import ViTBackbone
+from tmtcam.metrics.interpretability import mass_inside_mask, pointing_game
+from tmtcam.promptcam.evaluation import pointing_tolerance
+from tmtcam.promptcam.saliency_baselines import grad_cam_maps
+from tmtcam.tasks import promptcam_classifier
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier, build_backbone
 from tmtcam.training.schedules import warmup_cosine_factor
 
@@ -166,13 +170,22 @@ def test_prompt_training_learns_and_logs_heatmap_grids(tmp_path, backbone_config
     assert len(grids) == 1 and "heatmaps_promptcam" in str(grids[0])
 
 
-def test_baseline_heatmaps_use_grad_cam(tmp_path, backbone_config):
+def test_baseline_heatmaps_use_grad_cam(tmp_path, backbone_config, monkeypatch):
     module = PromptCAMClassifier(
         backbone_config, num_classes=4, method="linear_probe", heatmap_images=2, heatmap_every_n_epochs=1
     )
+    explained = []
+
+    def spy(model, images, labels):
+        explained.append(labels.clone())
+        return grad_cam_maps(model, images, labels)
+
+    monkeypatch.setattr(promptcam_classifier, "grad_cam_maps", spy)
     trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(module, datamodule=ColourData())
     assert len(list((tmp_path / "images").rglob("*.png"))) == 1
+    first_val_labels = next(iter(ColourData().val_dataloader()))["label"][:2]
+    assert len(explained) == 1 and torch.equal(explained[0], first_val_labels)
 
 
 class MarkedColourCasts(ColourCasts):
@@ -192,11 +205,29 @@ class MarkedColourData(ColourData):
 
 
 @pytest.mark.parametrize("method", ["promptcam", "linear_probe"])
-def test_test_step_scores_the_true_class_map_where_traits_or_parts_are_known(tmp_path, backbone_config, method):
+def test_test_step_scores_the_true_class_map_where_traits_or_parts_are_known(
+    tmp_path, backbone_config, method, monkeypatch
+):
     module = PromptCAMClassifier(backbone_config, num_classes=4, method=method, heatmap_images=0)
+    explained = []
+    explanation_maps = module.explanation_maps
+
+    def spy(images, labels):
+        maps = explanation_maps(images, labels)
+        explained.append((labels.clone(), maps.detach().clone()))
+        return maps
+
+    monkeypatch.setattr(module, "explanation_maps", spy)
     results = _trainer(tmp_path, epochs=1).test(module, datamodule=MarkedColourData())[0]
     for key in ("test/pointing_game", "test/mass_in_trait", "test/part_hit"):
         assert 0 <= results[key] <= 1, (key, results)
+    # the maps scored are the true class's, and the logged figure is their mean over the 8 images
+    assert torch.equal(torch.cat([labels for labels, _ in explained]), MarkedColourCasts(8, 2).labels)
+    maps = torch.cat([maps for _, maps in explained])
+    trait = torch.stack([MarkedColourCasts(8, 2)[i]["trait_mask"] for i in range(8)])
+    expected = pointing_game(maps, trait, pointing_tolerance(32)).mean()
+    assert results["test/pointing_game"] == pytest.approx(float(expected))
+    assert results["test/mass_in_trait"] == pytest.approx(float(mass_inside_mask(maps, trait).mean()))
 
 
 def test_localisation_scores_by_hand(backbone_config, monkeypatch):

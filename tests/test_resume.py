@@ -75,9 +75,10 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     stage_two = ["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "stage2")]
     code, err = run_cli([*stage_two, "--model.init_args.init_checkpoint", str(job)], capsys, monkeypatch)
     assert code == 0, err
-    code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(tmp_path / "stage2" / "none")], capsys, monkeypatch)
-    assert code != 0
+    missing = tmp_path / "stage2" / "none"
+    code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(missing)], capsys, monkeypatch)
+    assert code == 2 and f"model.init_args.init_checkpoint: checkpoint not found: {missing}" in err, err[-2000:]
     empty = tmp_path / "empty"
     empty.mkdir()
     code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(empty)], capsys, monkeypatch)
-    assert code != 0 and "no last.ckpt under the folder" in err and "init_checkpoint" in err
+    assert code == 2 and "init_checkpoint" in err and f"no last.ckpt under the folder {empty}" in err, err[-2000:]

@@ -39,7 +39,6 @@ from tmtcam.training.checkpoint_compat import (
     CheckpointMismatch,
     check_checkpoint,
     checkpoint_in,
-    shape_mismatches,
     stamp_checkpoint,
 )
 from tmtcam.training.schedules import warmup_cosine
@@ -160,14 +159,9 @@ class TMTSegmentation(LightningModule):
         state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
         if not isinstance(state, dict):
             raise CheckpointMismatch(f"model.init_args.init_checkpoint: {path} holds no state dict")
+        checkpoint = saved if "state_dict" in saved else {"state_dict": state}
+        check_checkpoint(checkpoint, self, self.hparams.num_classes, f"model.init_args.init_checkpoint {path}")
         own = self.state_dict()
-        mismatched = shape_mismatches(state, own)
-        if mismatched:
-            name, got, want = mismatched[0]
-            raise CheckpointMismatch(
-                f"model.init_args.init_checkpoint {path}: {len(mismatched)} weight shapes differ from this model "
-                f"(e.g. {name} {got} vs {want}); another backbone or number of classes?"
-            )
         required = [key for key in own if key.startswith(("segmenter.backbone.", "segmenter.decoder."))]
         missing = [key for key in required if key not in state]
         if missing:

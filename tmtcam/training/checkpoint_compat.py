@@ -37,12 +37,12 @@ def check_checkpoint(
         if stamp.get("task") != task:
             raise CheckpointMismatch(
                 f"{source} was written by task {stamp.get('task')!r}, not {task!r}; "
-                f"use a checkpoint of a {task} run (or start without --ckpt_path)"
+                f"use a checkpoint of a {task} run"
             )
         if stamp.get("num_classes") != num_classes:
             raise CheckpointMismatch(
                 f"{source} has {stamp.get('num_classes')} classes but this run has {num_classes}; "
-                f"the class set (dataset / num_classes) must match to resume or evaluate"
+                f"the class set (dataset / num_classes) must match"
             )
     mismatched = shape_mismatches(checkpoint.get("state_dict", {}), module.state_dict())
     if mismatched:
