@@ -28,6 +28,7 @@ CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
 CITYSCAPES_TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 CITYSCAPES_LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 ANON_IMAGE_SUFFIX = "_rgb_anon.png"
+ACDC_REFERENCE_SUFFIX = "_rgb_ref_anon.png"
 ANON_TRAIN_ID_SUFFIX = "_gt_labelTrainIds.png"
 
 
@@ -52,15 +53,21 @@ def read_cityscapes(spec: DomainSpec) -> SegmentationIndex:
 def read_acdc(spec: DomainSpec) -> SegmentationIndex:
     """``rgb_anon/<condition>/<split>/<seq>/*_rgb_anon.png`` + ``gt/<condition>/<split>/<seq>/*_gt_labelTrainIds.png``.
 
-    ``condition`` None reads all four conditions (fog, night, rain, snow), in that order.
+    ``condition`` None reads all four conditions (fog, night, rain, snow), in that order. The
+    ``*_ref`` splits are the daytime reference drives of the same routes: named ``*_rgb_ref_anon.png``
+    and without labels.
     """
+    reference = spec.split.endswith("_ref")
+    if reference and spec.labelled:
+        raise SegmentationDataError(
+            f"ACDC's {spec.split} split (daytime references) has no labels: set labelled: false for it"
+        )
     root = require_dir(Path(spec.root), "ACDC root")
     conditions = ACDC_CONDITIONS if spec.condition is None else (spec.condition,)
+    suffix = ACDC_REFERENCE_SUFFIX if reference else ANON_IMAGE_SUFFIX
     records: list[SegmentationRecord] = []
     for condition in conditions:
-        images = index_files(
-            root / "rgb_anon" / condition / spec.split, ANON_IMAGE_SUFFIX, f"ACDC {condition} image"
-        )
+        images = index_files(root / "rgb_anon" / condition / spec.split, suffix, f"ACDC {condition} image")
         mask_dir = root / "gt" / condition / spec.split
         records += paired_records(images, mask_dir, ANON_TRAIN_ID_SUFFIX, spec.labelled, f"ACDC {condition}")
     return SegmentationIndex(tuple(records), MaskFormat(CITYSCAPES_TRAIN_IDS), CITYSCAPES_CLASSES)
