@@ -2,7 +2,7 @@
 Mapillary Vistas, and the generic ``folder`` reader for anything else.
 
 They differ in suffixes, in how a split is chosen (sub-folders, or a list of names for GTA5 and
-SYNTHIA, which ship none) and in their label spaces (:mod:`~data_modules.segmentation.label_maps`).
+SYNTHIA, which are used whole) and in their label spaces (:mod:`~data_modules.segmentation.label_maps`).
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ def folder_class_names(spec: DomainSpec) -> tuple[str, ...]:
 def _listed_split(root: Path, spec: DomainSpec, image_dir: Path, mask_dir: Path, what: str) -> tuple:
     """Images of ``splits/<split>.txt`` (file names or stems, one per line), or all of them without it.
 
-    Neither GTA5 nor SYNTHIA ships an official split; a list keeps the choice explicit and lets
-    known-bad files (GTA5 has a few whose label size differs from the image) be left out.
+    Domain-adaptation work trains on all of GTA5 or SYNTHIA (GTA5's ``split.mat`` is rarely used;
+    docs/datasets.md shows how to turn it into lists); a list keeps any other choice explicit and
+    lets known-bad files (GTA5 has a few whose label size differs from the image) be left out.
     """
     images = index_files(image_dir, ".png", f"{what} image", recursive=False)
     split_file = root / "splits" / f"{spec.split}.txt"
