@@ -89,7 +89,7 @@ def evaluation_resize(ckpt: Path, image_size: int) -> int | None:
     Its ``resize_size`` is kept for its own crop size and scaled with any other crop (240 for 224
     becomes 480 for 448); ``None`` (not recorded, or no resize) resizes straight to ``image_size``.
     """
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)  # reads no weights
     data = saved.get("datamodule_hyper_parameters") or {}
     resize, trained_size = data.get("resize_size"), data.get("image_size")
     if resize is None or not trained_size:
