@@ -227,7 +227,7 @@ def test_short_tmt_run_learns_logs_images_and_checkpoints(tmp_path: Path) -> Non
         assert torch.allclose(model(batch["image"]).logits, reloaded(batch["image"]).logits, atol=1e-5)
 
 
-def test_init_checkpoint_of_another_class_count_is_refused(tmp_path: Path) -> None:
+def test_init_checkpoint_of_another_class_count_or_task_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save(
         {"state_dict": TMTSegmentation(num_classes=6, backbone=TINY, method="finetune").state_dict()}, path
@@ -237,6 +237,10 @@ def test_init_checkpoint_of_another_class_count_is_refused(tmp_path: Path) -> No
     with pytest.raises(FileNotFoundError, match=r"init_checkpoint: checkpoint not found: .*missing\.pt"):
         TMTSegmentation(num_classes=4, backbone=TINY, init_checkpoint=str(tmp_path / "missing.pt"))
     source = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
+    foreign = tmp_path / "classifier.ckpt"  # another task's stamp is named before any shape talk
+    torch.save({"state_dict": {}, "tmtcam": {"task": "PromptCAMClassifier", "num_classes": 4}}, foreign)
+    with pytest.raises(CheckpointMismatch, match="written by task 'PromptCAMClassifier', not 'TMTSegmentation'"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(foreign))
     torch.save({"state_dict": source.state_dict()}, path)
     adapted = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
     weight = "segmenter.backbone.vit.blocks.0.attn.qkv.weight"
