@@ -85,14 +85,6 @@ class Species:
                 return slot.values[self.genome[i]]
         raise KeyError(f"part {part!r} has no attribute {kind!r}")
 
-    def describe(self) -> str:
-        """Readable genome, one clause per part (for captions and docs)."""
-        clauses = []
-        for part in PART_NAMES:
-            words = [SLOTS[i].values[self.genome[i]] for i in part_slot_indices(part)]
-            clauses.append(f"{part}: {' '.join(words)}")
-        return "; ".join(clauses)
-
     def attribute_vector(self) -> np.ndarray:
         """Multi-hot float32 over :data:`ATTRIBUTE_NAMES` (one hot value per slot)."""
         vector = np.zeros(len(ATTRIBUTE_NAMES), dtype=np.float32)

@@ -156,7 +156,7 @@ def perturbation_curves(
     """(B, steps + 1) class probabilities along the insertion or deletion path (see module docstring)."""
     if mode not in ("insertion", "deletion"):
         raise ValueError(f"mode must be 'insertion' or 'deletion', got {mode!r}")
-    batch, channels, height, width = images.shape
+    batch, _, height, width = images.shape
     masks = reveal_masks(pixel_order(saliency, (height, width)), steps).view(
         batch, steps + 1, 1, height, width
     )
