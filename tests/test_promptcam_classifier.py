@@ -222,9 +222,10 @@ def test_test_step_scores_the_true_class_map_where_traits_or_parts_are_known(
     for key in ("test/pointing_game", "test/mass_in_trait", "test/part_hit"):
         assert 0 <= results[key] <= 1, (key, results)
     # the maps scored are the true class's, and the logged figure is their mean over the 8 images
-    assert torch.equal(torch.cat([labels for labels, _ in explained]), MarkedColourCasts(8, 2).labels)
+    test_set = MarkedColourData().test_dataloader().dataset
+    assert torch.equal(torch.cat([labels for labels, _ in explained]), test_set.labels)
     maps = torch.cat([maps for _, maps in explained])
-    trait = torch.stack([MarkedColourCasts(8, 2)[i]["trait_mask"] for i in range(8)])
+    trait = torch.stack([test_set[i]["trait_mask"] for i in range(len(test_set))])
     expected = pointing_game(maps, trait, pointing_tolerance(32)).mean()
     assert results["test/pointing_game"] == pytest.approx(float(expected))
     assert results["test/mass_in_trait"] == pytest.approx(float(mass_inside_mask(maps, trait).mean()))
