@@ -24,6 +24,7 @@ EXTRA_COMMANDS: dict[str, dict[str, str]] = {
     "bench": {
         "tmt": "tmtcam.pipelines.tmt_benchmark:main",
         "speed": "tmtcam.bench.speed:main",
+        "gpu": "tmtcam.bench.gpu_speed:main",
         "all": "tmtcam.bench.run_all:main",
     },
     "explain": {"": "tmtcam.promptcam.explain:main"},
@@ -32,7 +33,7 @@ EXTRA_COMMANDS: dict[str, dict[str, str]] = {
 
 EXTRA_HELP = """tmtcam: LightningCLI sub-commands below, plus
   tmtcam demo {tmt,promptcam} --out DIR      embedded synthetic end-to-end runs (make train-tmt / train-promptcam)
-  tmtcam bench {tmt,speed,all} [options]      accuracy / speed benchmarks -> docs/benchmarks.md
+  tmtcam bench {tmt,speed,gpu,all} [options]  accuracy / speed benchmarks -> docs/benchmarks.md
   tmtcam explain --ckpt CKPT --images DIR --out DIR   Prompt-CAM trait heatmaps for a folder of images
 """
 

@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=Path("runs/bench/tmt_accuracy.json"))
     parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
     parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
+    parser.add_argument("--accelerator", default=Budget.accelerator, help="cpu (default) or gpu")
     parser.add_argument("--target-images", type=int, default=Budget.few_target_images)
     parser.add_argument(
         "--unlabelled-target", action="store_true", help="unsupervised adaptation: no target masks"
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         adapt_steps=args.adapt_steps,
         few_target_images=args.target_images,
         target_labelled=not args.unlabelled_target,
+        accelerator=args.accelerator,
     )
     console, start = Console(), time.perf_counter()
     results: dict[str, dict[str, list[float]]] = {pair: {name: [] for name in variants} for pair in pairs}
