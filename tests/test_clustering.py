@@ -69,7 +69,18 @@ def test_empty_cluster_is_reseeded_onto_the_worst_served_point():
     centroids = torch.tensor([[[3.0], [100.0]]])
     updated = _update_centroids(x, labels, centroids, 2)
     assert updated[0, :, 0].tolist() == pytest.approx([11 / 3, 10.0])
-    assert labels[0].tolist() == [0, 0, 1]
+
+
+def test_several_empty_clusters_take_the_farthest_points_in_turn_and_full_images_are_untouched():
+    # Image 0: all four points in cluster 0 (mean 3.75; squared distances 14.1, 7.6, 39.1, 0.06);
+    # clusters 1 and 2 are empty and take the farthest (10) and the second farthest (0) point.
+    # Image 1: every cluster has a point, so the update is the plain mean of each.
+    x = torch.tensor([[[0.0], [1.0], [10.0], [4.0]], [[0.0], [2.0], [5.0], [7.0]]])
+    labels = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 2]])
+    centroids = torch.tensor([[[3.0], [100.0], [200.0]], [[1.0], [5.0], [7.0]]])
+    updated = _update_centroids(x, labels, centroids, 3)
+    assert updated[0, :, 0].tolist() == pytest.approx([3.75, 10.0, 0.0])
+    assert updated[1, :, 0].tolist() == pytest.approx([1.0, 5.0, 7.0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -91,3 +102,19 @@ def test_auto_uses_faiss_on_cpu_and_unknown_backend_rejected():
     assert chosen.name == ("faiss" if faiss_available() else "torch")
     with pytest.raises(ValueError, match="'auto', 'faiss', 'torch'"):
         build_kmeans("sklearn")
+
+
+@pytest.mark.skipif(not faiss_available(), reason="the choice only exists with faiss installed")
+@pytest.mark.parametrize(
+    ("points", "faiss_gpu", "expected"),
+    [(100, False, "torch"), (100_000, False, "torch"), (100, True, "torch"), (100_000, True, "faiss")],
+)
+def test_auto_on_cuda_points_uses_faiss_only_for_large_sets_with_faiss_gpu(monkeypatch, points, faiss_gpu, expected):
+    # CUDA tensors cannot exist on a CPU machine; choose() only reads .is_cuda and .shape.
+    from types import SimpleNamespace
+
+    import tmtcam.clustering.factory as factory
+
+    monkeypatch.setattr(factory, "faiss_gpu_available", lambda: faiss_gpu)
+    cuda_points = SimpleNamespace(is_cuda=True, shape=(1, points, 384))
+    assert AutoKMeans().choose(cuda_points).name == expected

@@ -88,11 +88,12 @@ def build_timm_vit(
 def _from_local_file(model_name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
     if not path.is_file():
         raise WeightsError(f"backbone.weights: file not found: {path}")
+    # The registry's ``custom_load`` describes *its* file (JAX .npz for the augreg ViTs); timm < 1.0.31
+    # kept it for an overlaid file too and refused a .pth. The file's own format decides here.
+    overlay = dict(file=str(path), custom_load=path.suffix == ".npz")
     with _missing_keys_reported() as missing:
         try:
-            model = timm.create_model(
-                model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
-            )
+            model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
         except Exception as err:  # torch/safetensors raise many types for a bad file
             raise WeightsError(
                 f"backbone.weights: could not load {path} ({path.stat().st_size} bytes) into {model_name!r}: is it "

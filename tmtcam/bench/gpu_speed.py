@@ -92,28 +92,33 @@ def promptcam_step(method: str, precision: str, device: torch.device, size: int,
 
 
 def _peak_mib(build: Callable[[], tuple[Callable[[], float], Any]], device: torch.device) -> float:
-    """Peak GPU memory of two steps of a freshly built model (weights + optimiser state + activations)."""
+    """Peak GPU memory of two steps of a freshly built model (weights + optimiser state + activations).
+
+    Counted from what was allocated before the build, so nothing left over from an earlier
+    measurement inflates it.
+    """
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
     step, _ = build()
     step()
     step()
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round((torch.cuda.max_memory_allocated(device) - before) / 2**20, 1)
 
 
 def _timed(builders: dict[str, Callable[[], tuple[Callable[[], float], Any]]], images: int, repeats: int):
-    """Interleaved step times of every variant; ms per step, img/s and, on CUDA, peak memory."""
+    """Interleaved step times of every variant: the timings and rows of ms per step and img/s.
+
+    The models are dropped on return, so a later peak-memory measurement sees none of them.
+    """
     steps = {name: build()[0] for name, build in builders.items()}
     timings = dict(zip(steps, time_interleaved(*steps.values(), repeats=repeats, warmup=2), strict=True))
-    return (
-        steps,
-        timings,
-        {
-            name: {"step_ms": timing.as_ms(), "img_per_s": round(images / timing.median, 1)}
-            for name, timing in timings.items()
-        },
-    )
+    rows = {
+        name: {"step_ms": timing.as_ms(), "img_per_s": round(images / timing.median, 1)}
+        for name, timing in timings.items()
+    }
+    return timings, rows
 
 
 def compare_segmentation(device: torch.device, quick: bool) -> dict[str, Any]:
@@ -124,7 +129,7 @@ def compare_segmentation(device: torch.device, quick: bool) -> dict[str, Any]:
         for method in ("finetune", "tmt", "global", "patch", "grid")
         if precision == "bf16" or method in ("finetune", "tmt")
     }
-    _, timings, rows = _timed(builders, 2 * per_domain, repeats=3 if quick else 20)
+    timings, rows = _timed(builders, 2 * per_domain, repeats=3 if quick else 20)
     for precision in PRECISIONS:
         base = timings[f"finetune/{precision}"]
         for name, timing in timings.items():
@@ -147,7 +152,7 @@ def compare_promptcam(device: torch.device, quick: bool) -> dict[str, Any]:
         for method in ("promptcam", "vpt", "linear_probe")
         if precision == "bf16" or method == "promptcam"
     }
-    _, _, rows = _timed(builders, batch, repeats=3 if quick else 20)
+    _, rows = _timed(builders, batch, repeats=3 if quick else 20)
     if device.type == "cuda":
         for name, build in builders.items():
             rows[name]["peak_mib"] = _peak_mib(build, device)

@@ -4,8 +4,10 @@ Measured on the project's 2-core CPU (``make bench``, numbers in docs/benchmarks
 least as fast as the batched torch backend per image (196x384 -> 8: ~2.2 ms vs ~3.8 ms; TMT's
 64 patches: a tie) and on large sets, so the CPU default is faiss.
 On a GPU the batched torch backend clusters the whole batch where the features already are (no host
-round trip, no per-image call), which suits TMT's many small per-image problems; large point sets
-still go to faiss (its GPU index when faiss-gpu is installed).
+round trip, no per-image call). Measured on an H100 (``tmtcam bench gpu``, docs/benchmarks.md) it
+beats the CPU faiss build on every shape, by 16x per image on TMT's ViT-B/16 512-px problem and by
+21x on a 100k x 384 -> 64 set (the copy to the host and the CPU search both cost), so CUDA points go
+to faiss only when faiss-gpu is installed and the set is large.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from typing import Literal
 import torch
 
 from tmtcam.clustering.base import KMeansResult
-from tmtcam.clustering.faiss_kmeans import FaissKMeans, faiss_available
+from tmtcam.clustering.faiss_kmeans import FaissKMeans, faiss_available, faiss_gpu_available
 from tmtcam.clustering.torch_kmeans import TorchKMeans
 
 Backend = Literal["auto", "faiss", "torch"]
 
-# On CUDA, below this many points per image the batched torch backend is used (see module docstring).
+# On CUDA with faiss-gpu, below this many points per image the batched torch backend is used.
 AUTO_FAISS_MIN_POINTS = 4096
 
 
 class AutoKMeans:
-    """faiss on CPU; on CUDA batched torch for small per-image problems and faiss for large ones."""
+    """faiss on CPU; on CUDA batched torch, or faiss-gpu (when installed) for large point sets."""
 
     name = "auto"
 
@@ -34,7 +36,7 @@ class AutoKMeans:
         self.large = FaissKMeans(n_iter=n_iter, seed=seed) if faiss_available() else self.small
 
     def choose(self, points: torch.Tensor) -> TorchKMeans | FaissKMeans:
-        if points.is_cuda and points.shape[1] < AUTO_FAISS_MIN_POINTS:
+        if points.is_cuda and (points.shape[1] < AUTO_FAISS_MIN_POINTS or not faiss_gpu_available()):
             return self.small
         return self.large
 
