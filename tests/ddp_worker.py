@@ -96,17 +96,17 @@ def run(spec: dict[str, Any]) -> None:
 
 
 def _record_side_effects(model: L.LightningModule, record: dict[str, Any]) -> None:
-    """Count this rank's k-means calls (and their batch sizes) and the PNG files it wrote."""
+    """Count this rank's k-means calls (batch size, once per k) and the PNG files it wrote."""
     segmenter = getattr(model, "segmenter", None)
     if segmenter is not None and segmenter.uses_acte:
-        partitioner = segmenter.partitioner
-        kmeans = partitioner.kmeans
+        kmeans = segmenter.partitioner.kmeans
+        cluster_many = kmeans.cluster_many
 
-        def counting_kmeans(points: torch.Tensor, k: int):
-            record["kmeans_batches"].append(int(points.shape[0]))
-            return kmeans(points, k)
+        def counting_kmeans(points: torch.Tensor, ks: list[int]):
+            record["kmeans_batches"].extend([int(points.shape[0])] * len(ks))
+            return cluster_many(points, ks)
 
-        partitioner.kmeans = counting_kmeans
+        kmeans.cluster_many = counting_kmeans
     module = sys.modules[type(model).__module__]
     log_images = module.log_images
 

@@ -67,7 +67,7 @@ def test_empty_cluster_is_reseeded_onto_the_worst_served_point():
     x = torch.tensor([[[0.0], [1.0], [10.0]]])
     labels = torch.zeros(1, 3, dtype=torch.long)
     centroids = torch.tensor([[[3.0], [100.0]]])
-    updated = _update_centroids(x, labels, centroids, 2)
+    updated = _update_centroids(x, labels, centroids)
     assert updated[0, :, 0].tolist() == pytest.approx([11 / 3, 10.0])
 
 
@@ -78,7 +78,7 @@ def test_several_empty_clusters_take_the_farthest_points_in_turn_and_full_images
     x = torch.tensor([[[0.0], [1.0], [10.0], [4.0]], [[0.0], [2.0], [5.0], [7.0]]])
     labels = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 2]])
     centroids = torch.tensor([[[3.0], [100.0], [200.0]], [[1.0], [5.0], [7.0]]])
-    updated = _update_centroids(x, labels, centroids, 3)
+    updated = _update_centroids(x, labels, centroids)
     assert updated[0, :, 0].tolist() == pytest.approx([3.75, 10.0, 0.0])
     assert updated[1, :, 0].tolist() == pytest.approx([1.0, 5.0, 7.0])
 
@@ -118,3 +118,18 @@ def test_auto_on_cuda_points_uses_faiss_only_for_large_sets_with_faiss_gpu(monke
     monkeypatch.setattr(factory, "faiss_gpu_available", lambda: faiss_gpu)
     cuda_points = SimpleNamespace(is_cuda=True, shape=(1, points, 384))
     assert AutoKMeans().choose(cuda_points).name == expected
+
+
+def test_torch_cluster_many_equals_one_k_at_a_time():
+    # Three blobs per image plus noise; k = 2, 3, 5 clustered together must give what each k alone
+    # gives (same seeding prefix, masked centroids past each k, one batched Lloyd loop).
+    generator = torch.Generator().manual_seed(3)
+    centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    points = (centres.repeat_interleave(20, 0)[None] + torch.randn(4, 60, 2, generator=generator)).contiguous()
+    together = TorchKMeans(seed=2).cluster_many(points, [2, 3, 5])
+    for k, result in zip([2, 3, 5], together, strict=True):
+        alone = TorchKMeans(seed=2)(points, k)
+        assert result.centroids.shape == (4, k, 2) and int(result.labels.max()) < k
+        assert torch.equal(result.labels, alone.labels)
+        assert torch.allclose(result.centroids, alone.centroids, atol=1e-5)
+        assert torch.allclose(result.inertia, alone.inertia, rtol=1e-5)

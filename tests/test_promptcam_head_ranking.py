@@ -100,6 +100,16 @@ def test_batched_ranking_equals_one_forward_per_mask(tiny_vit, monkeypatch, unti
     assert torch.allclose(batched.base_logits, naive.base_logits, atol=1e-5)
 
 
+def test_batched_ranking_runs_under_bf16_autocast_and_scores_in_float32(tiny_vit):
+    # precision: bf16-mixed runs the test step's trait maps under autocast; the bf16 logits once
+    # failed to be written into the float32 score-drop table (found on a GPU).
+    model = _peaky_model(tiny_vit)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ranking = rank_heads_batched(model, _images(4), top_k=1)
+    assert ranking.score_drop.dtype == torch.float32 and torch.isfinite(ranking.score_drop).all()
+    assert ranking.kept.sum(1).tolist() == [1, 1, 1, 1]
+
+
 @pytest.mark.parametrize("variant", ["shallow", "intermediate(3)"])
 def test_batched_ranking_equals_naive_for_other_prompt_variants(tiny_vit, variant):
     model = _peaky_model(tiny_vit, variant=variant)

@@ -76,9 +76,9 @@ def labelled_components(task: TMTSegmentation) -> Iterator[None]:
         if segmenter.uses_acte:
             partitioner = segmenter.partitioner
             kmeans = partitioner.kmeans
-            partitioner.kmeans = _Ranged(kmeans, KMEANS)
+            kmeans.cluster_many = _Ranged(kmeans.cluster_many, KMEANS)
             segmenter.partitioner = _Ranged(partitioner, REGIONS)
-            restore.callback(setattr, partitioner, "kmeans", kmeans)
+            restore.callback(delattr, kmeans, "cluster_many")
             restore.callback(setattr, segmenter, "partitioner", partitioner)
         task._losses = _Ranged(task._losses, "loss")
         restore.callback(delattr, task, "_losses")

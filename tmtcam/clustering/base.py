@@ -6,6 +6,7 @@ unit is a batch ``(B, N, D)``; a backend may loop or vectorise over B as suits i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,11 +23,15 @@ class KMeansResult:
 
 
 class KMeans(Protocol):
-    """Anything callable as ``kmeans(points, k) -> KMeansResult``."""
+    """Anything callable as ``kmeans(points, k) -> KMeansResult``, and for several k at once."""
 
     name: str
 
     def __call__(self, points: torch.Tensor, k: int) -> KMeansResult: ...
+
+    def cluster_many(self, points: torch.Tensor, ks: Sequence[int]) -> list[KMeansResult]:
+        """One clustering per k in ``ks`` (TMT's adaptive k tries several)."""
+        ...
 
 
 def validate_points(points: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,9 +52,16 @@ def validate_points(points: torch.Tensor, k: int) -> torch.Tensor:
     return points
 
 
-def assign(points: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid per point and its squared distance: (B, N) labels, (B, N) distances."""
+def assign(
+    points: torch.Tensor, centroids: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid per point and its squared distance: (B, N) labels, (B, N) distances.
+
+    ``valid`` (B, k) bool, optional: centroids marked False are never chosen.
+    """
     distances = torch.cdist(points, centroids).pow_(2)
+    if valid is not None:
+        distances.masked_fill_(~valid[:, None, :], float("inf"))
     best, labels = distances.min(dim=-1)
     return labels, best
 

@@ -12,6 +12,7 @@ to faiss only when faiss-gpu is installed and the set is large.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -42,6 +43,9 @@ class AutoKMeans:
 
     def __call__(self, points: torch.Tensor, k: int) -> KMeansResult:
         return self.choose(points)(points, k)
+
+    def cluster_many(self, points: torch.Tensor, ks: Sequence[int]) -> list[KMeansResult]:
+        return self.choose(points).cluster_many(points, ks)
 
 
 def build_kmeans(

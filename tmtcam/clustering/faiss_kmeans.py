@@ -8,7 +8,7 @@ own CUDA device the first time GPU clustering is asked for, and reuses it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -66,6 +66,10 @@ class FaissKMeans:
         self.seed = seed
         self.use_gpu = use_gpu
         self._gpu_resources: dict[int, object] = {}
+
+    def cluster_many(self, points: torch.Tensor, ks: Sequence[int]) -> list[KMeansResult]:
+        """One call per k: faiss clusters each image on its own anyway, so nothing is shared."""
+        return [self(points, int(k)) for k in ks]
 
     def __call__(self, points: torch.Tensor, k: int) -> KMeansResult:
         x = validate_points(points, k)

@@ -7,6 +7,8 @@ features are on, and is seeded, so regions are reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from tmtcam.clustering.base import KMeansResult, assign, cluster_means, validate_points
@@ -17,10 +19,6 @@ class TorchKMeans:
 
     Empty clusters are re-seeded with the point farthest from its current centroid, so every
     returned cluster is non-empty whenever the image has at least k distinct points.
-
-    On CUDA nothing in the loop waits for the GPU: the early stop (a host-side comparison) is
-    checked on CPU tensors only, and re-seeding runs vectorised on every update. Each wait had
-    stalled the launch queue; ``tmtcam bench gpu`` measures the TMT step with this.
     """
 
     name = "torch"
@@ -31,18 +29,44 @@ class TorchKMeans:
         self.tol = tol
 
     def __call__(self, points: torch.Tensor, k: int) -> KMeansResult:
-        x = validate_points(points, k)
+        return self.cluster_many(points, [k])[0]
+
+    def cluster_many(self, points: torch.Tensor, ks: Sequence[int]) -> list[KMeansResult]:
+        """k-means for every k in ``ks`` at once, each result as if clustered alone.
+
+        One k-means++ seeding for the largest k serves all: drawn from a generator seeded the same
+        way, its first k centres are exactly a k-only seeding. Then one Lloyd loop runs every
+        (k, image) problem as a batch, the centroids past a problem's k masked out. On a GPU the
+        step is bound by kernel launches, not arithmetic (``tmtcam bench gpu``: TMT's three k
+        choices cost more than the ViT-B/16 forward when clustered one k at a time); this launches
+        one set of kernels instead of one per k.
+        """
+        ks = [int(k) for k in ks]
+        k_max = max(ks)
+        x = validate_points(points, k_max)
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        centroids = kmeans_plus_plus(x, k, generator)
+        seeds = kmeans_plus_plus(x, k_max, generator)
+        batch = x.shape[0]
+        stacked, centroids = x.repeat(len(ks), 1, 1), seeds.repeat(len(ks), 1, 1)  # problem j * B + b
+        k_of_problem = torch.tensor(ks, device=x.device).repeat_interleave(batch)
+        valid = torch.arange(k_max, device=x.device)[None, :] < k_of_problem[:, None]
         previous = None
         for _ in range(self.n_iter):
-            labels, _ = assign(x, centroids)
-            centroids = _update_centroids(x, labels, centroids, k)
-            if not x.is_cuda and previous is not None and (centroids - previous).abs().max() <= self.tol:
+            labels, _ = assign(stacked, centroids, valid)
+            centroids = _update_centroids(stacked, labels, centroids, valid)
+            if previous is not None and (centroids - previous).abs().max() <= self.tol:
                 break
             previous = centroids
-        labels, distances = assign(x, centroids)
-        return KMeansResult(labels=labels, centroids=centroids, inertia=distances.sum(dim=1))
+        labels, distances = assign(stacked, centroids, valid)
+        inertia = distances.sum(dim=1)
+        return [
+            KMeansResult(
+                labels=labels[j * batch : (j + 1) * batch],
+                centroids=centroids[j * batch : (j + 1) * batch, :k],
+                inertia=inertia[j * batch : (j + 1) * batch],
+            )
+            for j, k in enumerate(ks)
+        ]
 
 
 def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -75,25 +99,27 @@ def _squared_distance(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return (x.pow(2).sum(-1) - 2 * cross + centre.pow(2).sum(-1, keepdim=True)).clamp_min_(0)
 
 
-def _update_centroids(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, k: int) -> torch.Tensor:
-    means, counts = cluster_means(x, labels, k)
+def _update_centroids(
+    x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One Lloyd update; an empty cluster among the ``valid`` ones (default: all) is re-seeded."""
+    means, counts = cluster_means(x, labels, centroids.shape[1])
     updated = torch.where(counts[..., None] > 0, means, centroids)
-    return _reseed_empty(x, labels, updated, counts == 0)
+    empty = counts == 0 if valid is None else (counts == 0) & valid
+    if empty.any():
+        updated = _reseed_empty(x, labels, updated, empty)
+    return updated
 
 
 def _reseed_empty(
     x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, empty: torch.Tensor
 ) -> torch.Tensor:
-    """Move each empty centroid onto a point worst served by its own centroid.
-
-    The j-th empty cluster of an image (in cluster order) takes the image's j-th farthest point:
-    the same as moving them one at a time, since a moved point then sits on its new centroid and
-    the next farthest is next. A no-op where no cluster is empty.
-    """
-    dim = x.shape[2]
-    own = torch.gather(centroids, 1, labels[..., None].expand(-1, -1, dim))
-    farthest_first = (x - own).pow(2).sum(-1).topk(min(centroids.shape[1], x.shape[1]), dim=1).indices
-    rank = (empty.long().cumsum(1) - 1).clamp(0, farthest_first.shape[1] - 1)
-    chosen = torch.gather(farthest_first, 1, rank)
-    candidates = torch.gather(x, 1, chosen[..., None].expand(-1, -1, dim))
-    return torch.where(empty[..., None], candidates, centroids)
+    """Move each empty centroid onto the point currently worst served by its own centroid."""
+    centroids = centroids.clone()
+    for image, cluster in empty.nonzero().tolist():
+        own = centroids[image, labels[image]]
+        distance = (x[image] - own).pow(2).sum(-1)
+        far = int(distance.argmax())
+        centroids[image, cluster] = x[image, far]
+        labels[image, far] = cluster
+    return centroids

@@ -59,9 +59,14 @@ def greedy_head_ranking(
     top_k: int = 1,
     until_misclassified: bool = False,
 ) -> HeadRanking:
-    """The greedy loop, independent of how a set of masks is scored."""
+    """The greedy loop, independent of how a set of masks is scored.
+
+    Scores are compared in float32: under bf16 autocast (``precision: bf16-mixed``) the logits come
+    out in bf16, whose 8-bit mantissa would tie many small drops.
+    """
     if not 1 <= top_k <= num_heads:
         raise ValueError(f"top_k must be in [1, {num_heads}] (the number of heads), got {top_k}")
+    base_logits = base_logits.float()
     batch = base_logits.shape[0]
     rows = torch.arange(batch, device=base_logits.device)
     blurred = torch.zeros(batch, num_heads, dtype=torch.bool, device=base_logits.device)
@@ -116,7 +121,7 @@ def _score_candidates(
     candidates = remaining.nonzero()[:, 1].view(index.numel(), count)  # (A, R), same R for every image
     masks = blurred[index, None, :].repeat(1, count, 1)
     masks.scatter_(2, candidates[..., None], True)
-    logits = score_masks(index, masks)
+    logits = score_masks(index, masks).float()
     scores = logits.gather(2, class_index[index, None, None].expand(-1, count, 1)).squeeze(2)
     return candidates, scores, logits
 

@@ -150,7 +150,7 @@ class RegionPartitioner:
             return grid_regions(batch, grid, self.grid_cells, features.device)
         self.check_grid(grid)
         points = clustering_points(features, grid, self.spatial_weight)
-        results = [self.kmeans(points, k) for k in self.k_choices]
+        results = self.kmeans.cluster_many(points, self.k_choices)
         if len(results) == 1:
             labels = results[0].labels.to(features.device)
             return Regions(labels, torch.full((batch,), self.k_choices[0], device=features.device))
