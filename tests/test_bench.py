@@ -119,3 +119,30 @@ def test_bench_all_quick_writes_json_and_doc_section(tmp_path):
     text = doc.read_text()
     assert "<!-- speed:start -->" in text and "<!-- speed:end -->" in text and "kept" in text
     assert "### Where one TMT step goes" in text and "Quick run" in text
+
+
+def test_bench_gpu_refuses_full_shapes_without_a_gpu(tmp_path):
+    from tmtcam.bench.gpu_speed import main
+
+    with pytest.raises(SystemExit, match="full shapes need a CUDA GPU; use --quick"):
+        main(["--device", "cpu", "--out", str(tmp_path), "--doc", str(tmp_path / "b.md")])
+
+
+@pytest.mark.slow
+def test_bench_gpu_quick_on_cpu_writes_every_measurement(tmp_path):
+    # The GPU benchmark's whole path at tiny shapes (its numbers come from a GPU: docs/benchmarks.md).
+    from tmtcam.bench.gpu_speed import main
+
+    doc = tmp_path / "benchmarks.md"
+    assert main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--doc", str(doc)]) == 0
+    results = json.loads((tmp_path / "bench_gpu.json").read_text())
+    steps = results["segmentation"]["steps"]
+    assert set(steps) == {"finetune/bf16", "tmt/bf16", "global/bf16", "patch/bf16", "grid/bf16",
+                          "finetune/fp32", "tmt/fp32"}  # fmt: skip
+    assert all(row["img_per_s"] > 0 for row in steps.values())
+    assert steps["tmt/bf16"]["ratio_to_finetune"]["median"] > 0
+    assert 0 < results["bf16_error"]["tmt_logits"] < 0.2 and 0 < results["bf16_error"]["promptcam_logits"] < 0.2
+    assert results["head_ranking"]["same_ranking"] and results["head_ranking"]["ratio"]["median"] < 1
+    assert {"torch", "auto_picks", "fastest"} <= set(results["kmeans"]["large"])
+    text = doc.read_text()
+    assert "<!-- gpu:start -->" in text and "### TMT training step" in text and "### Head ranking" in text

@@ -1,5 +1,8 @@
 """``tmtcam bench all`` (``make bench``): the speed benchmarks, and on request the accuracy benchmark.
 
+On a machine with a CUDA GPU it also runs ``tmtcam bench gpu`` (the real recipes' shapes on the GPU),
+so ``make bench`` on a cluster node documents that node too.
+
 The accuracy benchmark (``tmtcam bench tmt``: every method on every embedded pair, several seeds)
 trains dozens of models and takes far longer than the speed benchmarks, so it only runs with
 ``--with-accuracy``; it writes its own section of the same document.
@@ -11,6 +14,9 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
+import torch
+
+from tmtcam.bench import gpu_speed
 from tmtcam.bench.speed import add_common_arguments, headline, run_speed
 
 ACCURACY_MODULE = "tmtcam.pipelines.tmt_benchmark"
@@ -54,4 +60,6 @@ def run_accuracy(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     print(headline(run_speed(args.out, args.doc, args.quick, args.threads), args.out, args.doc))
+    if torch.cuda.is_available():
+        gpu_speed.run(torch.device("cuda"), args.out, args.doc, args.quick)
     return run_accuracy(args) if args.with_accuracy else 0

@@ -5,9 +5,9 @@ least as fast as the batched torch backend per image (196x384 -> 8: ~2.2 ms vs ~
 64 patches: a tie) and on large sets, so the CPU default is faiss.
 On a GPU the batched torch backend clusters the whole batch where the features already are (no host
 round trip, no per-image call). Measured on an H100 (``tmtcam bench gpu``, docs/benchmarks.md) it
-beats the CPU faiss build on every shape, by 16x per image on TMT's ViT-B/16 512-px problem and by
-21x on a 100k x 384 -> 64 set (the copy to the host and the CPU search both cost), so CUDA points go
-to faiss only when faiss-gpu is installed and the set is large.
+beats the CPU faiss build on every shape, by 10-16x per image on TMT's ViT-B/16 512-px problem and
+19-21x on a 100k x 384 -> 64 set (two runs; the copy to the host and the CPU search both cost), so
+CUDA points go to faiss only when faiss-gpu is installed and the set is large.
 """
 
 from __future__ import annotations
