@@ -61,8 +61,8 @@ def greedy_head_ranking(
 ) -> HeadRanking:
     """The greedy loop, independent of how a set of masks is scored.
 
-    Scores are compared in float32: under bf16 autocast (``precision: bf16-mixed``) the logits come
-    out in bf16, whose 8-bit mantissa would tie many small drops.
+    Scores are handled in float32: under bf16 autocast (``precision: bf16-mixed``) the logits come
+    out in bf16, and the drop table and its arithmetic are float32 (mixing the two failed on a GPU).
     """
     if not 1 <= top_k <= num_heads:
         raise ValueError(f"top_k must be in [1, {num_heads}] (the number of heads), got {top_k}")
