@@ -27,9 +27,10 @@ from typing import Any
 import torch
 
 from tmtcam.bench.head_ranking_speed import measure_config
-from tmtcam.bench.measure import paired_ratio, time_interleaved
-from tmtcam.bench.report import machine_line, write_json, write_section
-from tmtcam.clustering import AutoKMeans, FaissKMeans, TorchKMeans, faiss_available
+from tmtcam.bench.kmeans_speed import measure_shape
+from tmtcam.bench.measure import Timing, paired_ratio, time_interleaved
+from tmtcam.bench.report import machine_line, markdown_table, write_json, write_section
+from tmtcam.clustering import faiss_available
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
 from tmtcam.tasks.tmt_segmentation import TMTSegmentation
 
@@ -38,13 +39,19 @@ SEGMENTER = {"model_name": "vit_base_patch16_224", "img_size": 512}
 SEGMENTATION = {"num_classes": 19, "decoder": "mask_transformer", "acte": {"k_choices": [8, 12, 16]}}
 PROMPTCAM_BACKBONE = {"model_name": "vit_base_patch16_224", "img_size": 224}
 PRECISIONS = ("bf16", "fp32")
+SEGMENTATION_HEADER = ["method / precision", "ms per step", "img/s",
+                       "step / fine-tune step (same precision)", "peak GPU MiB"]  # fmt: skip
+PROMPTCAM_HEADER = ["method / precision", "ms per step", "img/s", "peak GPU MiB"]
+KMEANS_HEADER = ["problem", "shape", "torch (CUDA)", "faiss", "`auto` picks", "fastest"]
 
 
 def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
-def segmentation_step(method: str, precision: str, device: torch.device, crop: int, per_domain: int):
+def segmentation_step(
+    method: str, precision: str, device: torch.device, crop: int, per_domain: int
+) -> Callable[[], float]:
     """One TMT (or baseline) optimisation step at the GTA5 -> Cityscapes recipe's shapes."""
     torch.manual_seed(0)
     task = TMTSegmentation(backbone=dict(SEGMENTER, img_size=crop), method=method, **SEGMENTATION)
@@ -64,10 +71,12 @@ def segmentation_step(method: str, precision: str, device: torch.device, crop: i
         optimizer.step()
         return float(total.detach())
 
-    return step, task
+    return step
 
 
-def promptcam_step(method: str, precision: str, device: torch.device, size: int, batch: int):
+def promptcam_step(
+    method: str, precision: str, device: torch.device, size: int, batch: int
+) -> Callable[[], float]:
     """One Prompt-CAM (or baseline) step at the CUB recipe's shapes: prompts and head learn."""
     torch.manual_seed(0)
     task = PromptCAMClassifier(
@@ -88,10 +97,10 @@ def promptcam_step(method: str, precision: str, device: torch.device, size: int,
         optimizer.step()
         return float(loss.detach())
 
-    return step, task
+    return step
 
 
-def _peak_mib(build: Callable[[], tuple[Callable[[], float], Any]], device: torch.device) -> float:
+def _peak_mib(build: Callable[[], Callable[[], float]], device: torch.device) -> float:
     """Peak GPU memory of two steps of a freshly built model (weights + optimiser state + activations).
 
     Counted from what was allocated before the build, so nothing left over from an earlier
@@ -101,23 +110,27 @@ def _peak_mib(build: Callable[[], tuple[Callable[[], float], Any]], device: torc
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    step, _ = build()
+    step = build()
     step()
     step()
     return round((torch.cuda.max_memory_allocated(device) - before) / 2**20, 1)
 
 
-def _timed(builders: dict[str, Callable[[], tuple[Callable[[], float], Any]]], images: int, repeats: int):
-    """Interleaved step times of every variant: the timings and rows of ms per step and img/s.
-
-    The models are dropped on return, so a later peak-memory measurement sees none of them.
-    """
-    steps = {name: build()[0] for name, build in builders.items()}
+def _measure_steps(
+    builders: dict[str, Callable[[], Callable[[], float]]], images: int, repeats: int, device: torch.device
+) -> tuple[dict[str, Timing], dict[str, dict[str, Any]]]:
+    """Interleaved step times of every variant (rows of ms per step and img/s), then on CUDA each
+    variant's peak memory, built again on its own once the timed models are dropped."""
+    steps = {name: build() for name, build in builders.items()}
     timings = dict(zip(steps, time_interleaved(*steps.values(), repeats=repeats, warmup=2), strict=True))
+    del steps
     rows = {
         name: {"step_ms": timing.as_ms(), "img_per_s": round(images / timing.median, 1)}
         for name, timing in timings.items()
     }
+    if device.type == "cuda":
+        for name, build in builders.items():
+            rows[name]["peak_mib"] = _peak_mib(build, device)
     return timings, rows
 
 
@@ -129,15 +142,12 @@ def compare_segmentation(device: torch.device, quick: bool) -> dict[str, Any]:
         for method in ("finetune", "tmt", "global", "patch", "grid")
         if precision == "bf16" or method in ("finetune", "tmt")
     }
-    timings, rows = _timed(builders, 2 * per_domain, repeats=3 if quick else 20)
+    timings, rows = _measure_steps(builders, 2 * per_domain, 3 if quick else 20, device)
     for precision in PRECISIONS:
         base = timings[f"finetune/{precision}"]
         for name, timing in timings.items():
             if name.endswith(precision) and not name.startswith("finetune"):
                 rows[name]["ratio_to_finetune"] = paired_ratio(timing, base)
-    if device.type == "cuda":
-        for name, build in builders.items():
-            rows[name]["peak_mib"] = _peak_mib(build, device)
     return {
         "shape": f"{per_domain} + {per_domain} images, {crop} px, ViT-B/16, mask transformer",
         "steps": rows,
@@ -152,10 +162,7 @@ def compare_promptcam(device: torch.device, quick: bool) -> dict[str, Any]:
         for method in ("promptcam", "vpt", "linear_probe")
         if precision == "bf16" or method == "promptcam"
     }
-    _, rows = _timed(builders, batch, repeats=3 if quick else 20)
-    if device.type == "cuda":
-        for name, build in builders.items():
-            rows[name]["peak_mib"] = _peak_mib(build, device)
+    _, rows = _measure_steps(builders, batch, 3 if quick else 20, device)
     return {"shape": f"batch {batch}, {size} px, ViT-B/16 frozen, 200 classes", "steps": rows}
 
 
@@ -190,23 +197,10 @@ def compare_kmeans(device: torch.device, quick: bool) -> dict[str, Any]:
         "vit_s_224": (torch.randn(8, 196, 386, generator=generator), 8),
         "large": (torch.randn(1, 10_000 if quick else 100_000, 384, generator=generator), 64),
     }
-    rows = {}
-    for name, (points, k) in shapes.items():
-        points = points.to(device)
-        variants: dict[str, Callable[[], object]] = {"torch": partial(TorchKMeans(), points, k)}
-        if faiss_available():
-            variants["faiss"] = partial(FaissKMeans(), points, k)
-        timings = time_interleaved(*variants.values(), repeats=3 if quick else 7, warmup=1)
-        row: dict[str, Any] = {
-            backend: timing.scaled(1000 / points.shape[0]).as_dict()
-            for backend, timing in zip(variants, timings, strict=True)
-        }
-        fastest = min(variants, key=lambda backend: row[backend]["median"])
-        chosen = AutoKMeans().choose(points).name
-        row.update(shape=f"{points.shape[0]} x {points.shape[1]} x {points.shape[2]} -> {k}",
-                   auto_picks=chosen, fastest=fastest, auto_is_fastest=chosen == fastest)  # fmt: skip
-        rows[name] = row
-    return rows
+    return {
+        name: measure_shape(points.to(device), k, repeats=3 if quick else 7)
+        for name, (points, k) in shapes.items()
+    }
 
 
 def compare_head_ranking(device: torch.device, quick: bool) -> dict[str, Any]:
@@ -255,7 +249,7 @@ def gpu_markdown(r: dict[str, Any]) -> str:
                    for name, row in prompt["steps"].items()]  # fmt: skip
     kmeans_rows = [
         [name, row["shape"], _ms(row["torch"]), _ms(row["faiss"]) if "faiss" in row else "–",
-         row["auto_picks"], row["fastest"]]
+         row["auto_picks"], row["fastest_backend"]]
         for name, row in r["kmeans"].items()
     ]  # fmt: skip
     errors = ", ".join(f"{name} {value:.2e}" for name, value in r["bf16_error"].items())
@@ -269,23 +263,17 @@ memory is measured per variant on its own (weights, optimiser state, activations
 
 ### TMT training step ({seg["shape"]})
 
-| method / precision | ms per step | img/s | step / fine-tune step (same precision) | peak GPU MiB |
-|---|---|---|---|---|
-{_rows(seg_rows)}
+{markdown_table(SEGMENTATION_HEADER, seg_rows)}
 
 ### Prompt-CAM training step ({prompt["shape"]})
 
-| method / precision | ms per step | img/s | peak GPU MiB |
-|---|---|---|---|
-{_rows(prompt_rows)}
+{markdown_table(PROMPTCAM_HEADER, prompt_rows)}
 
 bf16 vs float32 outputs, same weights and images (‖bf16 − fp32‖ / ‖fp32‖): {errors}.
 
 ### k-means on CUDA tensors (ms per image, 10 Lloyd iterations)
 
-| problem | shape | torch (CUDA) | faiss | `auto` picks | fastest |
-|---|---|---|---|---|---|
-{_rows(kmeans_rows)}
+{markdown_table(KMEANS_HEADER, kmeans_rows)}
 
 faiss here is {"installed" if faiss_available() else "not installed"}; it is the CPU build unless
 faiss-gpu is installed, so its figure includes the copy to the host.
@@ -295,10 +283,6 @@ faiss-gpu is installed, so its figure includes the copy to the host.
 Batched {_ms(heads["batched_ms_per_image"])} ms per image, naive {_ms(heads["naive_ms_per_image"])}:
 ratio {heads["ratio"]["median"]:.3f}; same ranking: {heads["same_ranking"]}.
 """
-
-
-def _rows(rows: list[list[Any]]) -> str:
-    return "\n".join("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)
 
 
 def build_parser() -> argparse.ArgumentParser:

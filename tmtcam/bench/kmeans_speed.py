@@ -57,12 +57,18 @@ def problem_shapes(quick: bool) -> dict[str, tuple[torch.Tensor, int]]:
 
 
 def measure_shape(points: torch.Tensor, k: int, repeats: int) -> dict[str, Any]:
-    """ms per image of every implementation on one shape, and which backend ``auto`` chooses."""
+    """ms per image of every implementation on one shape, and which backend ``auto`` chooses.
+
+    ``points`` may live on a GPU (``tmtcam bench gpu``): then the NumPy baseline is left out and
+    every shape is warmed up (the first CUDA calls pay for kernel loading).
+    """
     variants: dict[str, Any] = {"torch": partial(TorchKMeans(n_iter=N_ITER), points, k)}
     if faiss_available():
         variants["faiss"] = partial(FaissKMeans(n_iter=N_ITER), points, k)
-    variants["naive_numpy"] = partial(_naive_batch, points.numpy(), k)
-    timings = time_interleaved(*variants.values(), repeats=repeats, warmup=1 if points.shape[1] < 4096 else 0)
+    if not points.is_cuda:
+        variants["naive_numpy"] = partial(_naive_batch, points.numpy(), k)
+    warmup = 1 if points.is_cuda or points.shape[1] < 4096 else 0
+    timings = time_interleaved(*variants.values(), repeats=repeats, warmup=warmup)
     images = points.shape[0]
     row: dict[str, Any] = {
         name: timing.scaled(1000 / images).as_dict() for name, timing in zip(variants, timings, strict=True)
