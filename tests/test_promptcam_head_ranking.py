@@ -14,6 +14,7 @@ from tmtcam.promptcam import (
     top_head_map,
 )
 from tmtcam.promptcam.evaluation import (
+    accuracy,
     choose_top_k,
     localisation_by_head_count,
     promptcam_maps,
@@ -195,3 +196,29 @@ def test_choose_top_k_takes_the_best_pointing_game_and_fewer_heads_on_ties():
     assert choose_top_k(scores) == 2
     with pytest.raises(ValueError, match="empty"):
         choose_top_k({})
+
+
+class _DeviceCheckingClassifier(torch.nn.Module):
+    """Logits = the images' first pixel per class; refuses batches not on its own device."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1, device=device))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        assert images.device == self.anchor.device, (images.device, self.anchor.device)
+        return images[:, :, 0, 0]
+
+
+def test_accuracy_counts_correct_predictions_over_batches_on_the_models_device():
+    # Two batches, 5 images, 3 classes; predictions (argmax of the first pixel) 2, 0, 1 | 1, 2.
+    first = torch.zeros(3, 3, 2, 2)
+    first[0, 2], first[1, 0], first[2, 1] = 1.0, 1.0, 1.0
+    second = torch.zeros(2, 3, 2, 2)
+    second[0, 1], second[1, 2] = 1.0, 1.0
+    batches = [
+        {"image": first, "label": torch.tensor([2, 0, 0])},
+        {"image": second, "label": torch.tensor([1, 1])},
+    ]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert accuracy(_DeviceCheckingClassifier(device), batches, device) == pytest.approx(3 / 5)

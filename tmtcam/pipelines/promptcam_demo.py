@@ -1,5 +1,8 @@
 """``make train-promptcam``: Prompt-CAM end to end on the embedded synthetic species, on a CPU.
 
+``--accelerator gpu`` runs training and evaluation on one GPU instead (rendering stays on the CPU):
+the 128-px, 60-prompt-epoch runs in docs/benchmarks.md took 4-5 minutes each there.
+
 1. Pre-train a small ViT on ``synthetic_random`` creatures (every image a new random species, all
    far from the species of step 2, like ImageNet before CUB) to segment parts and name their
    attributes; the weights are cached in the run dir and reused.
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: idle cores)")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--accelerator",
+        default="cpu",
+        choices=("cpu", "gpu"),
+        help="where training and evaluation run (gpu: one GPU; the renders stay on the CPU)",
+    )
     parser.add_argument("--pretrain-images", type=int, default=None, help="default: the data module's")
     # Measured (seed 0): prompts need many epochs (12 -> 30 epochs: accuracy 0.41 -> 0.52, pointing
     # 0.43 -> 0.57) and pre-training helps the probe most (5 -> 10 epochs: probe 0.45 -> 0.58); these
@@ -115,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _trainer(out: Path, name: str, epochs: int) -> Trainer:
-    """CPU trainer whose only checkpoint is ``<out>/<name>/checkpoints/last.ckpt`` (overwritten on rerun)."""
+def _trainer(out: Path, name: str, epochs: int, accelerator: str) -> Trainer:
+    """One-device trainer whose only checkpoint is ``<out>/<name>/checkpoints/last.ckpt`` (overwritten on rerun)."""
     return Trainer(
         max_epochs=epochs,
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         default_root_dir=out / name,
         logger=CSVLogger(out, name=name, version=""),
         callbacks=[ModelCheckpoint(dirpath=out / name / "checkpoints", save_top_k=0, save_last=True)],
@@ -175,7 +185,7 @@ def pretrained_backbone(args: argparse.Namespace) -> dict[str, Any]:
     data = _data("synthetic_random", args, args.pretrain_images, batch_size=32)
     data.setup("fit")
     module = AttributePretraining(config, data.attribute_names, data.part_names, lr=args.pretrain_lr)
-    trainer = _trainer(args.out, "pretrain", args.pretrain_epochs)
+    trainer = _trainer(args.out, "pretrain", args.pretrain_epochs, args.accelerator)
     trainer.fit(module, datamodule=data)
     module.save_backbone(weights)
     record.write_text(json.dumps(settings))
@@ -208,8 +218,13 @@ def fit_classifier(
         heatmap_images=args.heatmap_images if method == "promptcam" else 0,
         heatmap_every_n_epochs=epochs,
     )
-    _trainer(args.out, method, epochs).fit(module, datamodule=data)
-    return module.eval()
+    _trainer(args.out, method, epochs, args.accelerator).fit(module, datamodule=data)
+    # Lightning hands the module back on the CPU after fit; evaluation runs where training ran.
+    return module.to(_device(args.accelerator)).eval()
+
+
+def _device(accelerator: str) -> torch.device:
+    return torch.device("cuda" if accelerator == "gpu" else "cpu")
 
 
 def write_heatmaps(
@@ -278,21 +293,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     probe = fit_classifier("linear_probe", backbone, data, args, args.probe_epochs, args.probe_lr)
     print(f"[train] prompts and probe in {time.perf_counter() - stage:.0f}s")
 
+    device = _device(args.accelerator)
     data.setup("validate")
     val = gather_batches(
         data.val_dataloader(), max(args.eval_images, args.heatmap_images), ("image", "label", "trait_mask")
     )
+    val = {key: value.to(device) for key, value in val.items()}
     val_ranked = rank_every_head(promptcam.model, val["image"], val["label"])
     top_k = args.top_k or choose_top_k(localisation_by_head_count(val_ranked, val["trait_mask"]))
     data.setup("test")
     results: dict[str, Any] = {
         "top_k": {"heads": top_k, "chosen_by": "--top-k" if args.top_k else "validation pointing game"},
-        "accuracy": accuracy(promptcam.model, data.test_dataloader()),
-        "linear_probe_accuracy": accuracy(probe.model, data.test_dataloader()),
+        "accuracy": accuracy(promptcam.model, data.test_dataloader(), device),
+        "linear_probe_accuracy": accuracy(probe.model, data.test_dataloader(), device),
     }
     test = gather_batches(
         data.test_dataloader(), args.eval_images, ("image", "label", "trait_mask", "part_masks")
     )
+    test = {key: value.to(device) for key, value in test.items()}
     ranked = rank_every_head(promptcam.model, test["image"], test["label"])
     images, labels, trait_mask = test["image"], test["label"], test["trait_mask"]
     creature = test["part_masks"].amax(1)  # the whole creature: the union of its parts

@@ -69,11 +69,13 @@ def gather_batches(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: Iterable[dict]) -> float:
+def accuracy(model: nn.Module, batches: Iterable[dict], device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` (already on ``device``) over CPU batches moved there one at a time."""
     model.eval()
     correct = total = 0
     for batch in batches:
-        correct += int((model(batch["image"]).argmax(-1) == batch["label"]).sum())
+        logits = model(batch["image"].to(device))
+        correct += int((logits.argmax(-1).cpu() == batch["label"]).sum())
         total += len(batch["label"])
     return correct / max(total, 1)
 
