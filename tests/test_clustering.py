@@ -120,16 +120,25 @@ def test_auto_on_cuda_points_uses_faiss_only_for_large_sets_with_faiss_gpu(monke
     assert AutoKMeans().choose(cuda_points).name == expected
 
 
-def test_torch_cluster_many_equals_one_k_at_a_time():
+@pytest.mark.parametrize("backend", [TorchKMeans, FaissKMeans])
+def test_cluster_many_equals_one_k_at_a_time(backend):
     # Three blobs per image plus noise; k = 2, 3, 5 clustered together must give what each k alone
-    # gives (same seeding prefix, masked centroids past each k, one batched Lloyd loop).
+    # gives (one k-means++ seeding shared as a prefix; torch: masked centroids past each k in one
+    # batched Lloyd loop; faiss: one training per k and image from that prefix).
     generator = torch.Generator().manual_seed(3)
     centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
     points = (centres.repeat_interleave(20, 0)[None] + torch.randn(4, 60, 2, generator=generator)).contiguous()
-    together = TorchKMeans(seed=2).cluster_many(points, [2, 3, 5])
+    together = backend(seed=2).cluster_many(points, [2, 3, 5])
     for k, result in zip([2, 3, 5], together, strict=True):
-        alone = TorchKMeans(seed=2)(points, k)
+        alone = backend(seed=2)(points, k)
         assert result.centroids.shape == (4, k, 2) and int(result.labels.max()) < k
         assert torch.equal(result.labels, alone.labels)
         assert torch.allclose(result.centroids, alone.centroids, atol=1e-5)
         assert torch.allclose(result.inertia, alone.inertia, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [TorchKMeans, FaissKMeans])
+@pytest.mark.parametrize("ks", [[], [0, 3], [3, -1]])
+def test_cluster_many_rejects_empty_or_non_positive_k(backend, ks):
+    with pytest.raises(ValueError, match="one or more positive k"):
+        backend().cluster_many(torch.randn(2, 10, 3), ks)

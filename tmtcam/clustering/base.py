@@ -52,6 +52,14 @@ def validate_points(points: torch.Tensor, k: int) -> torch.Tensor:
     return points
 
 
+def validate_ks(ks: Sequence[int]) -> list[int]:
+    """The k choices of one ``cluster_many`` call as ints; empty or non-positive is an error."""
+    values = [int(k) for k in ks]
+    if not values or min(values) < 1:
+        raise ValueError(f"k-means: cluster_many needs one or more positive k, got {list(ks)!r}")
+    return values
+
+
 def assign(
     points: torch.Tensor, centroids: torch.Tensor, valid: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

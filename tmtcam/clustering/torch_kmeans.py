@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tmtcam.clustering.base import KMeansResult, assign, cluster_means, validate_points
+from tmtcam.clustering.base import KMeansResult, assign, cluster_means, validate_ks, validate_points
 
 
 class TorchKMeans:
@@ -41,7 +41,7 @@ class TorchKMeans:
         pays: TMT's k in {8, 12, 16} on 8 x 1024 x 770 points took 34.6 ms one k at a time and
         15.2 ms together on an H100, with the same labels (docs/benchmarks.md, "GPU checks").
         """
-        ks = [int(k) for k in ks]
+        ks = validate_ks(ks)
         k_max = max(ks)
         x = validate_points(points, k_max)
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
