@@ -131,3 +131,19 @@ def test_device_requests_are_counted_like_lightning_counts_them():
 def test_ckpt_path_last_with_nothing_to_resume_is_an_error_not_a_fresh_start(tmp_path, capsys, monkeypatch):
     code, err = run_cli(fit(tmp_path, tmt_config(), "--ckpt_path", "last"), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, "--ckpt_path last: no last.ckpt under trainer.default_root_dir=")
+
+
+@pytest.mark.parametrize(
+    "command", [["demo", "tmt"], ["demo", "promptcam"], ["bench", "tmt", "--pairs", "day_to_night"]]
+)
+def test_accelerator_gpu_without_a_gpu_is_refused_before_any_work(tmp_path, monkeypatch, capsys, command):
+    from tmtcam.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--accelerator", "gpu", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "--accelerator gpu: no CUDA GPU is visible" in err and "--accelerator cpu" in err
+    assert not out.exists(), "a refused run must not write anything"

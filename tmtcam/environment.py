@@ -37,6 +37,19 @@ def apply_offline_defaults() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def gpu_unavailable(accelerator: str) -> str | None:
+    """Why ``--accelerator`` cannot run here, or None: ``gpu`` needs a visible CUDA GPU.
+
+    The demos check this before building any data: Lightning would say so only when the first
+    Trainer is made, after the data is rendered, and with a traceback.
+    """
+    import torch
+
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        return "--accelerator gpu: no CUDA GPU is visible (torch.cuda.is_available() is False); use --accelerator cpu"
+    return None
+
+
 def cpu_times() -> tuple[int, int]:
     """(total, idle) jiffies of all CPUs since boot, from Linux's /proc/stat."""
     with open("/proc/stat") as stat:

@@ -37,7 +37,7 @@ from PIL import Image
 
 from data_modules.species import SpeciesDataModule
 from tmtcam.bench.measure import time_interleaved
-from tmtcam.environment import idle_cores
+from tmtcam.environment import gpu_unavailable, idle_cores
 from tmtcam.promptcam.evaluation import (
     accuracy,
     choose_top_k,
@@ -279,7 +279,10 @@ def time_head_ranking(model: torch.nn.Module, images: torch.Tensor, top_k: int) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if reason := gpu_unavailable(args.accelerator):
+        parser.error(reason)
     start = time.perf_counter()
     torch.set_num_threads(args.threads or idle_cores())
     seed_everything(args.seed, verbose=False)
