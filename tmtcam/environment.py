@@ -10,6 +10,7 @@ eval forward of the small TMT segmenter took 2.46 s with spinning threads and 0.
 ones. It must be set before torch or faiss is loaded, which is why the entry points set it first.
 
 :func:`idle_cores` tells a CPU demo how many torch threads it can use without fighting other jobs.
+:func:`gpu_unavailable` tells a demo, before it builds anything, that ``--accelerator gpu`` cannot run.
 """
 
 from __future__ import annotations
