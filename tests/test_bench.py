@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tmtcam.bench.kmeans_speed import naive_numpy_kmeans
-from tmtcam.bench.measure import Timing, paired_ratio, ratio, summary, time_interleaved
+from tmtcam.bench.measure import Timing, paired_ratio, ratio, summary, time_call, time_interleaved
 from tmtcam.bench.report import HEADER, markdown_table, write_section
 from tmtcam.bench.speed_report import spread
 from tmtcam.bench.tmt_profile import KMEANS, REGIONS, _exclusive_components
@@ -47,6 +47,20 @@ def test_time_interleaved_alternates_the_order_within_rounds():
     )
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert first.repeats == second.repeats == 3 and len(first.cpu_samples) == 3
+
+
+def test_timers_wait_for_queued_gpu_work_inside_the_timed_region(monkeypatch):
+    # CUDA cannot run here; stand-ins record the order of calls and synchronisations.
+    import torch
+
+    events: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: events.append("sync"))
+    time_interleaved(lambda: events.append("a"), lambda: events.append("b"), repeats=2, warmup=0)
+    assert events == ["a", "sync", "b", "sync", "b", "sync", "a", "sync"]
+    events.clear()
+    time_call(lambda: events.append("f"), repeats=2, warmup=0, inner=3)
+    assert events == ["f", "f", "f", "sync"] * 2
 
 
 def test_summary_and_spread_formatting():

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -74,6 +76,16 @@ class Timing:
         return self.scaled(1000).as_dict()
 
 
+def wait_for_gpu() -> None:
+    """Block until queued CUDA work is done, so a host timer measures finished work (no-op on CPU).
+
+    CUDA kernels run asynchronously: without this, a timed call that ends in kernel launches would
+    count only the launches.
+    """
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, inner: int = 1) -> Timing:
     """Seconds per call of ``fn`` (each sample averages ``inner`` calls)."""
     for _ in range(warmup):
@@ -83,6 +95,7 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, inner
         start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(inner):
             fn()
+        wait_for_gpu()
         samples.append((time.perf_counter() - start) / inner)
         cpu_samples.append((time.process_time() - cpu_start) / inner)
     return Timing(tuple(samples), tuple(cpu_samples))
@@ -104,6 +117,7 @@ def time_interleaved(*fns: Callable[[], object], repeats: int = 7, warmup: int =
         for index in order:
             start, cpu_start = time.perf_counter(), time.process_time()
             fns[index]()
+            wait_for_gpu()
             wall[index].append(time.perf_counter() - start)
             cpu[index].append(time.process_time() - cpu_start)
     return tuple(Timing(tuple(w), tuple(c)) for w, c in zip(wall, cpu, strict=True))
