@@ -10,8 +10,8 @@ peak GPU memory of each step, k-means on CUDA tensors (does ``auto`` pick the fa
 there?) and batched vs naive head ranking at 224 px.
 
 Weights and images are random: step time and memory do not depend on the values (k-means runs a
-fixed number of Lloyd iterations), and nothing has to be downloaded. Every step ends in
-``float(loss)``, which waits for the GPU, so host timers measure finished work.
+fixed number of Lloyd iterations), and nothing has to be downloaded. The timers of
+:mod:`tmtcam.bench.measure` wait for queued CUDA work before they stop, so they measure finished work.
 """
 
 from __future__ import annotations
