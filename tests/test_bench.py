@@ -8,7 +8,7 @@ import pytest
 from tmtcam.bench.kmeans_speed import naive_numpy_kmeans
 from tmtcam.bench.measure import Timing, paired_ratio, ratio, summary, time_call, time_interleaved
 from tmtcam.bench.report import HEADER, markdown_table, write_section
-from tmtcam.bench.speed_report import spread
+from tmtcam.bench.speed_report import load_note, spread
 from tmtcam.bench.tmt_profile import KMEANS, REGIONS, _exclusive_components
 
 
@@ -67,6 +67,19 @@ def test_summary_and_spread_formatting():
     values = summary([3.0, 1.0, 2.0, 10.0])
     assert values == {"median": 2.5, "low": 1.0, "high": 10.0}
     assert spread(values, 1) == "2.5 (1.0–10.0)"
+
+
+def test_load_note_says_busy_only_when_other_jobs_ran_at_the_start():
+    idle = load_note({"start": 0.9, "end": 1.9}, busy_at_start=0.1)  # a lagging load average, idle now
+    assert "0.9 at the start, 1.9 at the end" in idle and "at the start: 0.10" in idle
+    assert "no other job was running" in idle and "inflated" not in idle
+    busy = load_note({"start": 0.2, "end": 2.4}, busy_at_start=0.5)
+    assert "other jobs were running" in busy and "inflated" in busy
+    assert "inflated" in load_note({"start": 1.2, "end": 2.4})  # no sample: the load average decides
+    assert load_note({}) == (
+        "Load average (1 min) of the machine: ? at the start, ? at the end "
+        "(the end includes the benchmark's own threads)."
+    )
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path):

@@ -23,6 +23,7 @@ from tmtcam.bench.isolated import measure_peak_rss
 from tmtcam.bench.report import machine_line, write_json, write_section
 from tmtcam.bench.speed_report import speed_markdown
 from tmtcam.bench.training_steps import compare_steps, promptcam_img_per_s
+from tmtcam.environment import busy_cores
 
 SECTION = "speed"
 MEMORY_STEPS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -56,7 +57,12 @@ def run_speed(out: Path, doc: Path, quick: bool, threads: int = 2) -> dict[str, 
     quiet_lightning()
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    results: dict[str, Any] = {"quick": quick, "machine": machine_line(), "load_average": {"start": _load()}}
+    results: dict[str, Any] = {
+        "quick": quick,
+        "machine": machine_line(),
+        "load_average": {"start": _load()},
+        "busy_cores_at_start": round(busy_cores(1.0), 2),
+    }
     json_path = out / "bench.json"
 
     def record(key: str, measure: Callable[[], Any]) -> Any:

@@ -140,15 +140,40 @@ def dataloader_table(r: dict[str, Any]) -> str:
     )
 
 
+# other work holding at least half a core when the benchmark starts inflates absolute times on a
+# 2-core machine (ratios, timed interleaved, less so)
+BUSY_CORES = 0.5
+
+
+def load_note(load: dict[str, float], busy_at_start: float | None = None) -> str:
+    """What the machine's load says about the figures: busy with other jobs at the start, or idle.
+
+    ``busy_at_start`` (cores kept busy by other processes, sampled just before the first
+    measurement) decides; the 1-minute load average lags a minute behind and at the end includes
+    the benchmark's own threads, so it is printed but only judged when no sample exists.
+    """
+    start, end = load.get("start"), load.get("end")
+    note = (
+        f"Load average (1 min) of the machine: {'?' if start is None else start} at the start, "
+        f"{'?' if end is None else end} at the end (the end includes the benchmark's own threads)"
+    )
+    busy = start if busy_at_start is None else busy_at_start
+    if busy_at_start is not None:
+        note += f"; cores busy with other work at the start: {busy_at_start:.2f}"
+    if busy is None:
+        return note + "."
+    if busy >= BUSY_CORES:
+        return note + "; other jobs were running, so absolute times are inflated and noisy."
+    return note + "; no other job was running at the start."
+
+
 def speed_markdown(r: dict[str, Any]) -> str:
     """The whole ``speed`` section."""
-    load = r.get("load_average", {})
     return f"""## Speed and cost (`make bench`)
 
 {r["machine"]}
 
-Load average (1 min) of the machine: {load.get("start", "?")} at the start, {load.get("end", "?")} at the end
-(2 cores; other jobs were running, so absolute times are inflated and noisy). Every figure is
+{load_note(r.get("load_average", {}), r.get("busy_cores_at_start"))} Every figure is
 `median (low–high)` over repeats; compared variants were timed interleaved, and ratios are taken
 per round (per step for the Lightning loop) before the median. {"**Quick run: smoke-test sizes, not results.**" if r["quick"] else ""}
 Total: {r["seconds"]:.0f} s.
