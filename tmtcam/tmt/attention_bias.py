@@ -11,8 +11,11 @@ The optional region-coherence term adds ``gamma`` where query and key share a re
 also pool within their region (off by default: it makes the bias (B, 1, S, S) instead of
 (B, H, 1, S)). Prefix tokens (CLS, registers) get no bias as keys and none as queries.
 
-The bias reaches timm's blocks through the backbone's additive ``attn_mask`` hook, so fused
-scaled-dot-product attention stays in use.
+The bias reaches timm's blocks through the backbone's additive ``attn_mask`` hook, so the blocks
+keep PyTorch's ``scaled_dot_product_attention``. Because beta learns, the bias needs a gradient,
+which picks the kernel: on CUDA the memory-efficient one (not flash), on the CPU the math one
+(measured at the small CPU segmenter's shape, 16 x 3 heads x 65 tokens: 2.8 ms forward + backward
+per block against 2.0 ms without a bias).
 """
 
 from __future__ import annotations
