@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from tmtcam.backbones import ViTBackbone
@@ -78,6 +78,28 @@ def test_warmup_cosine_factor_hand_values():
     assert warmup_cosine_factor(12, 4, 12) == pytest.approx(0.0)
     assert warmup_cosine_factor(0, 0, 10) == pytest.approx(1.0)
     assert warmup_cosine_factor(5, 0, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+class LearningRates(Callback):
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_schedule_counts_warmup_in_epochs_and_may_run_past_the_trainer(tmp_path, backbone_config):
+    """warmup_epochs and the model's max_epochs become steps (4 batches per epoch here), so a run
+    stopped after 2 of a 4-epoch schedule ends mid-cosine; without trainer.max_epochs it refuses."""
+    module = PromptCAMClassifier(backbone_config, lr=0.02, warmup_epochs=1, max_epochs=4, heatmap_images=0)
+    rates = LearningRates()
+    _trainer(tmp_path, epochs=2, limit_val_batches=0, callbacks=[rates]).fit(module, datamodule=ColourData())
+    assert len(rates.seen) == 8
+    assert rates.seen == pytest.approx([0.02 * warmup_cosine_factor(step, 4, 16) for step in range(8)])
+    assert rates.seen[-1] > 0.01  # a 2-epoch schedule would have decayed to ~0.001 by now
+    unbounded = PromptCAMClassifier(backbone_config, heatmap_images=0)
+    with pytest.raises(ValueError, match="set trainer.max_epochs"):
+        _trainer(tmp_path, epochs=None, max_steps=2, limit_val_batches=0).fit(unbounded, datamodule=ColourData())
 
 
 def test_logged_accuracy_is_top1_not_the_class_balanced_mean():
