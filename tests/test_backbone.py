@@ -158,11 +158,45 @@ def test_unknown_model_name_is_rejected():
         ViTBackbone("vit_nonexistent_patch16")
 
 
+def test_gradient_checkpointing_recomputes_blocks_with_identical_gradients(monkeypatch):
+    """Same weights with and without checkpointing: equal loss and equal gradients for every
+    parameter, and each block is checkpointed in training (a TMA-style bias passes through too)."""
+    import tmtcam.backbones.vit as vit_module
+
+    torch.manual_seed(0)
+    config = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4)
+    plain, checkpointed = ViTBackbone(**config), ViTBackbone(**config, grad_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    calls = []
+    real_checkpoint = vit_module.checkpoint
+    monkeypatch.setattr(vit_module, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
+    images = torch.randn(2, 3, 32, 32)
+    bias = {1: torch.randn(2, 4, 1, 17)}  # on block 1's keys (CLS + 16 patches)
+    losses = []
+    for model in (plain, checkpointed):
+        model.train()
+        loss = model(images, attn_bias=bias).patch_tokens.square().mean()
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert len(calls) == 3  # every block: the last one runs through _run_block too
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters(), strict=True):
+        if a.grad is not None or b.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    checkpointed.eval()
+    calls.clear()
+    with torch.no_grad():
+        checkpointed(images)
+    assert not calls  # evaluation does not checkpoint
+
+
 @pytest.mark.slow
 def test_compiled_blocks_match_eager_and_keep_state_dict_keys():
     torch.manual_seed(0)
     compiled = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, compile_blocks=True)
     eager = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
     eager.load_state_dict(compiled.state_dict())  # same keys, no "_orig_mod." prefixes
+    blocks = list(compiled.vit.blocks)  # every block compiled but the last (which Prompt-CAM hooks)
+    assert [block._compiled_call_impl is not None for block in blocks] == [True] * (len(blocks) - 1) + [False]
     images = torch.randn(2, 3, 32, 32)
     assert torch.allclose(compiled(images).patch_tokens, eager(images).patch_tokens, atol=1e-5)

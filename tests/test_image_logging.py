@@ -26,6 +26,16 @@ def test_png_fallback_writes_the_images(tmp_path):
     assert np.array_equal(np.asarray(Image.open(paths[0])), image)
 
 
+def test_ranks_other_than_zero_write_nothing(tmp_path, monkeypatch):
+    """Under DDP every rank runs the same validation; only rank 0 may write, or files collide."""
+    module = attached_module(tmp_path, CSVLogger(tmp_path))
+    monkeypatch.setattr(type(module.trainer), "global_rank", property(lambda trainer: 1))
+    assert log_images(module, "val/overlay", [np.zeros((4, 4, 3), dtype=np.uint8)]) == []
+    assert not list(tmp_path.rglob("*.png"))
+    monkeypatch.setattr(type(module.trainer), "global_rank", property(lambda trainer: 0))
+    assert len(log_images(module, "val/overlay", [np.zeros((4, 4, 3), dtype=np.uint8)])) == 1
+
+
 def test_bad_images_are_rejected(tmp_path):
     module = attached_module(tmp_path, CSVLogger(tmp_path))
     with pytest.raises(ValueError, match="uint8"):

@@ -13,6 +13,7 @@ from tmtcam.backbones import ViTBackbone
 from tmtcam.promptcam import explain
 from tmtcam.promptcam.explain import evaluation_resize, load_image, main
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
+from tmtcam.viz.heatmaps import PADDING
 
 TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
 
@@ -52,7 +53,7 @@ def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path):
     )
     assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "sub__b.png"]
     grid = np.asarray(Image.open(out / "a.png"))
-    assert grid.shape[1] > 3 * 128  # image + 2 heads + their mean
+    assert grid.shape[1] == 4 * (128 + PADDING)  # 128-px tiles: image, the 2 top heads, their mean
     page = (out / "index.html").read_text()
     assert "sub/b.jpg" in page and "top heads" in page and "pred " in page
     main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(out), "--class-index", "2"])

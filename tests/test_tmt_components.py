@@ -46,6 +46,14 @@ def test_discriminator_at_half_everywhere_gives_full_transferability_and_zero_pr
     regions = Regions(torch.tensor([[0, 0, 1, 1, 2, 2]] * 2), torch.tensor([3, 3]))
     priority = priority_map(transferability, torch.zeros(2, 6), regions, alpha=1.0)
     assert torch.allclose(priority, torch.zeros(2, 6))
+    torch.nn.init.constant_(discriminator.net[-1].bias, math.log(3.0))  # sure at 3:1 it is source
+    transferability = binary_entropy_bits(torch.sigmoid(discriminator(torch.randn(2, 6, 4))))
+    quarter = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
+    assert torch.allclose(transferability, torch.full((2, 6), quarter), atol=1e-5)
+    uncertainty = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.5, 0.5]] * 2)
+    priority = priority_map(transferability, uncertainty, regions, alpha=0.5)
+    expected = 0.5 * (1 - quarter) + 0.5 * torch.tensor([1.0, 1.0, 0.0, 0.0, 0.5, 0.5])
+    assert torch.allclose(priority, expected.expand(2, 6), atol=1e-5)
 
 
 def test_normalized_entropy_bounds() -> None:
@@ -111,6 +119,14 @@ def test_tma_beta_learns_and_only_listed_layers_apply() -> None:
     bias = tma(3, torch.rand(2, 4), None, num_prefix=1)
     bias.sum().backward()
     assert tma.beta.grad[1].abs().sum() > 0 and tma.beta.grad[0].abs().sum() == 0
+    coherent = TransferableMaskAttention(num_heads=3, layers=[3], beta_init=0.5, gamma=2.0)
+    priority, regions = torch.rand(2, 4), Regions(torch.tensor([[0, 0, 1, 1]] * 2), torch.tensor([2, 2]))
+    with torch.no_grad():
+        combined = coherent(3, priority, regions, num_prefix=1)
+        keys_only = tma(3, priority, None, num_prefix=1)  # same beta for block 3
+    assert combined.shape == (2, 3, 5, 5)  # keys and the query-key region term together
+    assert torch.allclose(combined, keys_only + region_coherence_bias(regions, 2.0, 1))
+    assert torch.equal(coherent(3, priority, None, num_prefix=1), keys_only)  # no regions: keys only
     with pytest.raises(ValueError, match="tma.layers"):
         TransferableMaskAttention(num_heads=3, layers=[])
 

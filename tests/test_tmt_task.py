@@ -211,11 +211,11 @@ def test_short_tmt_run_learns_logs_images_and_checkpoints(tmp_path: Path) -> Non
         inference_mode=False,
         default_root_dir=tmp_path,
     )
-    before = before.validate(model, datamodule=data, verbose=False)[0]["val/loss"]
+    before = before.validate(model, datamodule=data, verbose=False)[0]
     trainer.fit(model, datamodule=data)
     after = trainer.validate(model, datamodule=data, verbose=False)[0]
-    assert after["val/loss"] < before - 0.3, (before, after["val/loss"])
-    assert after["val/mIoU"] > 100 / data.num_classes / 2  # well above an all-one-class prediction
+    assert after["val/loss"] < before["val/loss"] - 0.3, (before, after)
+    assert after["val/mIoU"] > before["val/mIoU"] + 10, (before, after)  # points of mIoU, not noise
     strips = sorted((tmp_path / "run").rglob("images/val_examples/*.png"))
     assert strips, "validation images must be written as PNG without W&B"
     checkpoint = tmp_path / "model.ckpt"
