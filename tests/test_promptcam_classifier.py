@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from tmtcam.backbones import ViTBackbone
-from tmtcam.metrics.interpretability import mass_inside_mask, pointing_game
+from tmtcam.metrics.interpretability import keypoint_mask, mass_inside_mask, pointing_game
 from tmtcam.promptcam.evaluation import pointing_tolerance
 from tmtcam.promptcam.saliency_baselines import grad_cam_maps
 from tmtcam.tasks import promptcam_classifier
@@ -251,6 +251,9 @@ def test_test_step_scores_the_true_class_map_where_traits_or_parts_are_known(
     expected = pointing_game(maps, trait, pointing_tolerance(32)).mean()
     assert results["test/pointing_game"] == pytest.approx(float(expected))
     assert results["test/mass_in_trait"] == pytest.approx(float(mass_inside_mask(maps, trait).mean()))
+    parts = torch.stack([test_set[i]["parts"] for i in range(len(test_set))])
+    near_parts = keypoint_mask(parts, (32, 32), radius=pointing_tolerance(32))
+    assert results["test/part_hit"] == pytest.approx(float(pointing_game(maps, near_parts).nanmean()))
 
 
 def test_localisation_scores_by_hand(backbone_config, monkeypatch):

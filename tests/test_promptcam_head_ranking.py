@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tmtcam.metrics.interpretability import mass_inside_mask
+from tmtcam.metrics.interpretability import mass_inside_mask, pointing_game
 from tmtcam.promptcam import (
     PromptCAM,
     explain_batch,
@@ -17,6 +17,7 @@ from tmtcam.promptcam.evaluation import (
     accuracy,
     choose_top_k,
     localisation_by_head_count,
+    pointing_tolerance,
     promptcam_maps,
     rank_every_head,
 )
@@ -183,7 +184,10 @@ def test_localisation_by_head_count_covers_every_k_from_one_ranking(tiny_vit):
     assert result["4"]["mass_in_trait"] == pytest.approx(
         float(mass_inside_mask(all_heads, mask).mean()), abs=1e-4
     )
-    assert all(0 <= scores["pointing_game"] <= 1 for scores in result.values())
+    for k in ("1", "4"):  # the pointing game of the top-k heads' mean map, with the 32-px tolerance
+        maps = promptcam_maps(ranked, int(k))
+        expected = pointing_game(maps, mask, pointing_tolerance(32)).nanmean()
+        assert result[k]["pointing_game"] == pytest.approx(float(expected), abs=1e-4)
 
 
 def test_choose_top_k_takes_the_best_pointing_game_and_fewer_heads_on_ties():

@@ -11,6 +11,8 @@ import pytest
 import torch
 from tiny_configs import run_cli, tmt_config, write_config
 
+from tmtcam.tasks import TMTSegmentation
+
 TESTS = Path(__file__).parent
 
 
@@ -75,6 +77,10 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     stage_two = ["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "stage2")]
     code, err = run_cli([*stage_two, "--model.init_args.init_checkpoint", str(job)], capsys, monkeypatch)
     assert code == 0, err
+    # what stage two starts from is stage one's last.ckpt (the run dir resolves to it), weight for weight
+    stage_one = torch.load(next(job.rglob("last.ckpt")), weights_only=False)["state_dict"]
+    started = TMTSegmentation(**config["model"]["init_args"], init_checkpoint=str(job)).state_dict()
+    assert all(torch.equal(started[name], value) for name, value in stage_one.items() if name.startswith("segmenter."))
     missing = tmp_path / "stage2" / "none"
     code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(missing)], capsys, monkeypatch)
     assert code == 2 and f"model.init_args.init_checkpoint: checkpoint not found: {missing}" in err, err[-2000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,9 @@ def test_demo_and_benchmark_write_their_summaries(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pair"] == "day_to_night" and set(summary["miou"]) == {"finetune", "tmt"}
     assert all(0.0 <= value <= 100.0 for value in summary["miou"].values()) and summary["seconds"] > 0
+    for method, per_class in summary["per_class_iou"].items():  # mIoU: the mean over scored classes
+        scored = [value for value in per_class.values() if not math.isnan(value)]
+        assert len(per_class) == 8 and summary["miou"][method] == pytest.approx(sum(scored) / len(scored), abs=0.01)
     doc, result = tmp_path / "bench.md", tmp_path / "bench.json"
     args = ["--pairs", "clear_to_fog", "--seeds", "1", "--methods", "finetune", "tmt", "--source-steps", "4",
             "--adapt-steps", "3", "--out", str(tmp_path / "bench"), "--doc", str(doc), "--json", str(result),
