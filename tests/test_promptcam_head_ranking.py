@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tmtcam.metrics.interpretability import mass_inside_mask, pointing_game
+from tmtcam.metrics.interpretability import insertion_deletion_auc, mass_inside_mask, pointing_game
 from tmtcam.promptcam import (
     PromptCAM,
     explain_batch,
@@ -17,9 +17,11 @@ from tmtcam.promptcam.evaluation import (
     accuracy,
     choose_top_k,
     localisation_by_head_count,
+    object_only_reference,
     pointing_tolerance,
     promptcam_maps,
     rank_every_head,
+    score_maps,
 )
 from tmtcam.promptcam.head_ranking import greedy_head_ranking
 
@@ -226,3 +228,33 @@ def test_accuracy_counts_correct_predictions_over_batches_on_the_models_device()
     ]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     assert accuracy(_DeviceCheckingClassifier(device), batches, device) == pytest.approx(3 / 5)
+
+
+class CornerBrightness(torch.nn.Module):
+    """Class 0's logit is 8 x the top-left 8x8 corner's mean: only that corner matters."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        corner = images[:, :, :8, :8].mean((1, 2, 3))
+        return torch.stack([8 * corner, torch.zeros_like(corner)], dim=1)
+
+
+def test_score_maps_scores_localisation_and_faithfulness_on_the_given_model():
+    """A map peaking on the corner that drives the model: pointing hits the trait there, the
+    object's peak is counted against the object mask, and deletion falls faster than insertion."""
+    images = torch.ones(2, 3, 32, 32)
+    corner = torch.zeros(2, 4, 4)
+    corner[:, 0, 0] = 1.0
+    trait, creature = torch.zeros(2, 32, 32), torch.zeros(2, 32, 32)
+    trait[:, :8, :8] = 1
+    creature[0, :16, :16] = 1  # image 0: the peak is on the creature; image 1: the creature is elsewhere
+    creature[1, 16:, 16:] = 1
+    labels = torch.zeros(2, dtype=torch.long)
+    scores = score_maps(corner, CornerBrightness(), images, labels, trait, creature, steps=4)
+    auc = insertion_deletion_auc(CornerBrightness(), images, corner, labels, steps=4)
+    assert scores.pointing_game == 1.0 and scores.peak_on_object == 0.5
+    assert scores.insertion == pytest.approx(float(auc["insertion"].mean()))
+    assert scores.deletion == pytest.approx(float(auc["deletion"].mean()))
+    assert scores.insertion > scores.deletion
+    reference = object_only_reference(creature, trait)  # image 0: 64 of 256 creature pixels, dilated by 2 px
+    assert reference["mass_in_trait"] == pytest.approx((64 / 256 + 0.0) / 2, abs=1e-4)
+    assert reference["pointing_game"] == pytest.approx((100 / 256 + 0.0) / 2, abs=1e-4)
