@@ -2,6 +2,7 @@
 
 import itertools
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -11,6 +12,7 @@ from data_modules.species import (
     PART_NAMES,
     SLOTS,
     Species,
+    SpeciesTransform,
     SyntheticSpecies,
     build_catalogue,
     build_train_transform,
@@ -18,6 +20,7 @@ from data_modules.species import (
     random_genome,
     trait_parts,
 )
+from tmtcam.viz.heatmaps import denormalize
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +198,53 @@ def test_image_is_imagenet_normalised(catalogue):
     np.testing.assert_allclose(item["image"][:, 5, 7].numpy(), expected, atol=1e-5)
 
 
-def test_train_transform_crops_masks_with_the_image(catalogue):
-    transform = build_train_transform(64, 80, seed=0)
+def _expected_masks(dataset, index, rows, cols, flip):
+    """The raw render's part masks and trait mask, cropped (and flipped) with numpy."""
+    parts = dataset.render(index).part_masks[:, rows, cols]
+    if flip:
+        parts = parts[:, :, ::-1]
+    wanted = [PART_NAMES.index(p) for p in dataset.trait_parts[index % len(dataset.species)]]
+    trait = parts[wanted].any(0)
+    return torch.from_numpy(parts.astype(np.float32)), torch.from_numpy(trait.astype(np.float32))
+
+
+def test_a_fixed_crop_and_flip_move_masks_with_the_image(catalogue):
+    """An off-centre crop and a certain flip: the masks must be the render's masks cut the same way."""
+    transform = SpeciesTransform([A.Crop(x_min=3, y_min=11, x_max=67, y_max=75), A.HorizontalFlip(p=1.0)])
     dataset = SyntheticSpecies(
         "target", num_images=6, image_size=80, catalogue=catalogue, transform=transform
     )
     item = dataset[2]
-    assert item["image"].shape == (3, 64, 64) and item["part_masks"].shape == (5, 64, 64)
-    assert set(item["trait_mask"].unique().tolist()) <= {0.0, 1.0}
+    rows, cols = slice(11, 75), slice(3, 67)
+    raw = dataset.render(2).image[rows, cols][:, ::-1]
+    assert np.abs(denormalize(item["image"]).astype(int) - raw).max() <= 1
+    parts, trait = _expected_masks(dataset, 2, rows, cols, flip=True)
+    assert torch.equal(item["part_masks"], parts) and torch.equal(item["trait_mask"], trait)
+    assert trait.sum() > 0 and not torch.equal(parts, parts.flip(-1))  # the flip is visible in the masks
+
+
+def test_train_transform_crops_masks_with_the_image(catalogue):
+    """Resize to the render size is exact, so each draw's crop and flip can be read off the image."""
+    transform = build_train_transform(64, 80, seed=0)
+    dataset = SyntheticSpecies(
+        "target", num_images=6, image_size=80, catalogue=catalogue, transform=transform
+    )
+    raw = dataset.render(2).image.astype(int)
+    flips = set()
+    for draw in range(6):
+        item = dataset[2]
+        image = denormalize(item["image"]).astype(int)
+        placements = [
+            (y, x, flip) for y in range(17) for x in range(17) for flip in (False, True)
+            if np.abs(raw[y : y + 64, x : x + 64][:, :: -1 if flip else 1] - image).max() <= 1
+        ]  # fmt: skip
+        assert len(placements) == 1, f"draw {draw}: image is not one crop of the render: {placements}"
+        y, x, flip = placements[0]
+        parts, trait = _expected_masks(dataset, 2, slice(y, y + 64), slice(x, x + 64), flip)
+        assert torch.equal(item["part_masks"], parts), f"draw {draw}: part masks not cut like the image"
+        assert torch.equal(item["trait_mask"], trait), f"draw {draw}: trait mask not cut like the image"
+        flips.add(flip)
+    assert flips == {False, True}  # both branches of the random flip were checked
 
 
 @pytest.mark.parametrize("species_set", ["target", "random"])
