@@ -72,7 +72,8 @@ class SpeciesTransform:
 
 
 def _resize(size: int) -> A.Resize:
-    return A.Resize(size, size, interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST)
+    # masks on pixel centres (EXACT), as the image: plain INTER_NEAREST drifts up to a pixel
+    return A.Resize(size, size, interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def build_train_transform(

@@ -143,17 +143,61 @@ def test_real_data_is_cropped_padded_with_ignore_and_workers_load_it(tmp_path: P
     mask = batch["source"]["mask"]
     assert mask.shape == (2, 40, 40)
     assert set(mask.unique().tolist()) == {13, IGNORE_INDEX}  # padding never becomes a class
-    assert (mask == 13).sum(dim=(1, 2)).tolist() == [
-        600,
-        600,
-    ]  # nearest-neighbour: no new ids, no lost pixels
+    # scale (1, 1) and a crop larger than the image: padding only, so every labelled pixel survives
+    assert (mask == 13).sum(dim=(1, 2)).tolist() == [600, 600]
 
 
-def test_train_transform_keeps_ids_and_display_undoes_the_normalisation():
+def test_train_transform_resamples_masks_with_nearest_neighbour():
+    """1-px stripes of ids 0 and 6: any blending (linear, area, cubic) of a rescaled mask gives 1..5."""
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    mask = (np.arange(32)[None, :] // 4).repeat(32, 0).astype(np.uint8)
-    tensor, out_mask = build_train_transform(24, scale_range=(0.7, 1.6), seed=1)(image, mask)
-    assert tensor.shape == (3, 24, 24) and out_mask.shape == (24, 24)
-    assert set(out_mask.unique().tolist()) <= set(range(8)) | {IGNORE_INDEX}
+    mask = np.where(np.arange(32) % 2 == 0, 0, 6).astype(np.uint8)[None, :].repeat(32, 0)
+    for seed in range(4):  # down- and up-scaling both happen over these seeds
+        tensor, out_mask = build_train_transform(24, scale_range=(0.6, 1.7), seed=seed)(image, mask)
+        assert tensor.shape == (3, 24, 24) and out_mask.shape == (24, 24)
+        ids = set(out_mask.unique().tolist())
+        assert ids <= {0, 6, IGNORE_INDEX} and {0, 6} <= ids, f"seed {seed}: {sorted(ids)}"
+
+
+def test_train_transform_crops_pads_and_flips_image_and_mask_together():
+    """The red channel encodes the mask, so any crop offset or flip applied to one only shows up."""
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 8, (20, 40), dtype=np.uint8)  # per-pixel ids: a 1-px shift changes most of them
+    image = np.stack([mask * 30, rng.integers(0, 256, mask.shape), rng.integers(0, 256, mask.shape)], axis=2)
+    image = image.astype(np.uint8)
+    flips = set()
+    for seed in range(8):
+        transform = build_train_transform(32, scale_range=(1.0, 1.0), color_jitter=False, seed=seed)
+        tensor, out_mask = transform(image, mask)
+        out_mask = out_mask.numpy()
+        labelled = out_mask != IGNORE_INDEX
+        assert labelled.sum() == 20 * 32  # height padded (ignore), width cropped
+        red = denormalize(tensor)[..., 0].astype(int)
+        assert np.abs(red - out_mask.astype(int) * 30)[labelled].max() <= 1, f"seed {seed}"
+        crop = out_mask[labelled.any(axis=1)]
+        matches = [
+            (x, flip) for x in range(9) for flip in (False, True)
+            if np.array_equal(crop, mask[:, x : x + 32][:, ::-1] if flip else mask[:, x : x + 32])
+        ]  # fmt: skip
+        assert matches, f"seed {seed}: the mask is no crop of the input"
+        flips.add(matches[0][1])
+    assert flips == {False, True}  # both branches of the random flip were checked
+
+
+def test_rescaled_masks_stay_on_the_rescaled_image():
+    """At a non-integer scale the mask must follow the bilinearly resized image: wherever the red
+    channel (which encodes the mask) is clearly one class, the mask says that class."""
+    blocks = np.random.default_rng(0).integers(0, 2, (16, 16)).repeat(4, 0).repeat(4, 1).astype(np.uint8) * 6
+    image = np.stack([blocks * 30, blocks * 0, blocks * 0], axis=2).astype(np.uint8)  # red 0 or 180
+    for seed in range(4):
+        transform = build_train_transform(64, scale_range=(1.2, 1.45), color_jitter=False, seed=seed)
+        tensor, out_mask = transform(image, blocks)
+        red, out_mask = denormalize(tensor)[..., 0].astype(int), out_mask.numpy()
+        clear = (red < 45) | (red > 135)  # away from the blended edges
+        assert np.array_equal(out_mask[clear], np.where(red[clear] > 135, 6, 0)), f"seed {seed}"
+
+
+def test_display_undoes_the_normalisation():
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
     normalised, _ = build_eval_transform()(image, mask)
     assert np.abs(denormalize(normalised).astype(int) - image).max() <= 1  # what logged images show
