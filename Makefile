@@ -38,5 +38,6 @@ train-promptcam:  ## embedded synthetic species: pre-train, learn prompts, write
 bench:  ## speed/cost benchmarks -> docs/benchmarks.md and runs/bench/bench.json
 	$(PY) -m tmtcam bench all --out runs/bench --doc docs/benchmarks.md
 
-lint:  ## ruff
+lint:  ## ruff: lint rules and formatting (`ruff format tmtcam data_modules tests` fixes the latter)
 	$(PY) -m ruff check tmtcam data_modules tests
+	$(PY) -m ruff format --check tmtcam data_modules tests

@@ -75,14 +75,18 @@ def test_last_attention_rows_sum_to_one_and_other_blocks_stay_fused(tiny_vit):
     assert [block.attn.fused_attn for block in tiny_vit.vit.blocks] == before
 
 
-@pytest.mark.parametrize("mode,start,sets", [("deep", 0, 4), ("deep", 2, 2), ("shallow", 0, 1), ("shallow", 1, 1)])
+@pytest.mark.parametrize(
+    "mode,start,sets", [("deep", 0, 4), ("deep", 2, 2), ("shallow", 0, 1), ("shallow", 1, 1)]
+)
 def test_prompts_change_outputs_and_only_prompts_get_gradients(tiny_vit, mode, start, sets):
     for parameter in tiny_vit.parameters():
         parameter.requires_grad_(False)
     prompts = torch.nn.Parameter(torch.randn(sets, 5, 64) * 0.1)
     images = torch.randn(2, 3, 32, 32)
     plain = tiny_vit(images)
-    out = tiny_vit(images, prompts=PromptInsertion(prompts, mode=mode, start_block=start), return_last_attention=True)
+    out = tiny_vit(
+        images, prompts=PromptInsertion(prompts, mode=mode, start_block=start), return_last_attention=True
+    )
     assert out.prompt_tokens.shape == (2, 5, 64)
     assert out.last_attention.shape == (2, 4, 5 + 17, 5 + 17)
     assert not torch.allclose(out.patch_tokens, plain.patch_tokens, atol=1e-4)
@@ -103,7 +107,9 @@ def test_deep_prompts_are_replaced_per_block_and_shallow_carried(tiny_vit):
     assert not torch.allclose(out.last_block_input[0, :3], shallow[0])
     # intermediate(i): blocks before i see no prompts, so patch tokens entering block i equal the plain run's
     plain = tiny_vit(images, return_layers=(1,))
-    late = tiny_vit(images, prompts=PromptInsertion(torch.randn(2, 3, 64), "deep", start_block=2), return_layers=(1,))
+    late = tiny_vit(
+        images, prompts=PromptInsertion(torch.randn(2, 3, 64), "deep", start_block=2), return_layers=(1,)
+    )
     assert torch.allclose(plain.features[1], late.features[1], atol=1e-6)
 
 
@@ -150,7 +156,15 @@ def test_corrupt_weights_file_names_the_path(tmp_path):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match=re.escape(str(corrupt))):
-        ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, weights=str(corrupt))
+        ViTBackbone(
+            "vit_tiny_patch16_224",
+            img_size=32,
+            patch_size=8,
+            embed_dim=64,
+            depth=2,
+            num_heads=2,
+            weights=str(corrupt),
+        )
 
 
 def test_unknown_model_name_is_rejected():
@@ -164,7 +178,9 @@ def test_gradient_checkpointing_recomputes_blocks_with_identical_gradients(monke
     import tmtcam.backbones.vit as vit_module
 
     torch.manual_seed(0)
-    config = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4)
+    config = dict(
+        model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4
+    )
     plain, checkpointed = ViTBackbone(**config), ViTBackbone(**config, grad_checkpointing=True)
     checkpointed.load_state_dict(plain.state_dict())
     calls = []
@@ -193,7 +209,15 @@ def test_gradient_checkpointing_recomputes_blocks_with_identical_gradients(monke
 @pytest.mark.slow
 def test_compiled_blocks_match_eager_and_keep_state_dict_keys():
     torch.manual_seed(0)
-    compiled = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, compile_blocks=True)
+    compiled = ViTBackbone(
+        "vit_tiny_patch16_224",
+        img_size=32,
+        patch_size=8,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        compile_blocks=True,
+    )
     eager = ViTBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
     eager.load_state_dict(compiled.state_dict())  # same keys, no "_orig_mod." prefixes
     blocks = list(compiled.vit.blocks)  # every block compiled but the last (which Prompt-CAM hooks)

@@ -168,7 +168,9 @@ def test_bench_gpu_quick_on_cpu_writes_every_measurement(tmp_path):
                           "finetune/fp32", "tmt/fp32"}  # fmt: skip
     assert all(row["img_per_s"] > 0 for row in steps.values())
     assert steps["tmt/bf16"]["ratio_to_finetune"]["median"] > 0
-    assert 0 < results["bf16_error"]["tmt_logits"] < 0.2 and 0 < results["bf16_error"]["promptcam_logits"] < 0.2
+    assert (
+        0 < results["bf16_error"]["tmt_logits"] < 0.2 and 0 < results["bf16_error"]["promptcam_logits"] < 0.2
+    )
     assert results["head_ranking"]["same_ranking"] and results["head_ranking"]["ratio"]["median"] < 1
     assert {"torch", "auto_picks", "fastest_backend"} <= set(results["kmeans"]["large"])
     text = doc.read_text()

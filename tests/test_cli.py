@@ -9,7 +9,9 @@ BORING = "lightning.pytorch.demos.boring_classes"
 
 
 def test_module_help_and_print_config_run_as_a_user_would():
-    help_run = subprocess.run([sys.executable, "-m", "tmtcam", "--help"], capture_output=True, text=True, timeout=120)
+    help_run = subprocess.run(
+        [sys.executable, "-m", "tmtcam", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert help_run.returncode == 0, help_run.stderr
     assert "fit" in help_run.stdout and "demo" in help_run.stdout and "explain" in help_run.stdout
     printed = subprocess.run(
@@ -23,13 +25,20 @@ def test_fit_any_lightning_module_by_class_path(tmp_path):
     main(
         [
             "fit",
-            "--model", f"{BORING}.BoringModel",
-            "--data", f"{BORING}.BoringDataModule",
-            "--trainer.max_steps", "3",
-            "--trainer.limit_val_batches", "1",
-            "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(tmp_path),
+            "--model",
+            f"{BORING}.BoringModel",
+            "--data",
+            f"{BORING}.BoringDataModule",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
         ]
     )
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

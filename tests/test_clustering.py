@@ -109,7 +109,9 @@ def test_auto_uses_faiss_on_cpu_and_unknown_backend_rejected():
     ("points", "faiss_gpu", "expected"),
     [(100, False, "torch"), (100_000, False, "torch"), (100, True, "torch"), (100_000, True, "faiss")],
 )
-def test_auto_on_cuda_points_uses_faiss_only_for_large_sets_with_faiss_gpu(monkeypatch, points, faiss_gpu, expected):
+def test_auto_on_cuda_points_uses_faiss_only_for_large_sets_with_faiss_gpu(
+    monkeypatch, points, faiss_gpu, expected
+):
     # CUDA tensors cannot exist on a CPU machine; choose() only reads .is_cuda and .shape.
     from types import SimpleNamespace
 
@@ -127,7 +129,9 @@ def test_cluster_many_equals_one_k_at_a_time(backend):
     # batched Lloyd loop; faiss: one training per k and image from that prefix).
     generator = torch.Generator().manual_seed(3)
     centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
-    points = (centres.repeat_interleave(20, 0)[None] + torch.randn(4, 60, 2, generator=generator)).contiguous()
+    points = (
+        centres.repeat_interleave(20, 0)[None] + torch.randn(4, 60, 2, generator=generator)
+    ).contiguous()
     together = backend(seed=2).cluster_many(points, [2, 3, 5])
     for k, result in zip([2, 3, 5], together, strict=True):
         alone = backend(seed=2)(points, k)

@@ -99,7 +99,9 @@ def test_schedule_counts_warmup_in_epochs_and_may_run_past_the_trainer(tmp_path,
     assert rates.seen[-1] > 0.01  # a 2-epoch schedule would have decayed to ~0.001 by now
     unbounded = PromptCAMClassifier(backbone_config, heatmap_images=0)
     with pytest.raises(ValueError, match="set trainer.max_epochs"):
-        _trainer(tmp_path, epochs=None, max_steps=2, limit_val_batches=0).fit(unbounded, datamodule=ColourData())
+        _trainer(tmp_path, epochs=None, max_steps=2, limit_val_batches=0).fit(
+            unbounded, datamodule=ColourData()
+        )
 
 
 def test_logged_accuracy_is_top1_not_the_class_balanced_mean():
@@ -264,7 +266,9 @@ def test_localisation_scores_by_hand(backbone_config, monkeypatch):
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     trait = torch.zeros(2, 32, 32)
     trait[0, :8, :8] = 1  # image 0: trait under the peak; image 1: no trait -> left out, not a miss
-    parts = torch.tensor([[[1.0, 1.0, 1.0]], [[28.0, 28.0, 1.0]]])  # within 2 px (15 px at 224) of the peak pixel; far
+    parts = torch.tensor(
+        [[[1.0, 1.0, 1.0]], [[28.0, 28.0, 1.0]]]
+    )  # within 2 px (15 px at 224) of the peak pixel; far
     boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 32.0, 32.0]])
     batch = {"image": torch.zeros(2, 3, 32, 32), "label": torch.tensor([0, 1]), "trait_mask": trait,
              "parts": parts, "bbox": boxes}  # fmt: skip

@@ -77,7 +77,9 @@ def test_explain_input_errors_name_the_problem(tmp_path):
             ["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o"), "--class-index", "5"]
         )
     probe = _checkpoint(tmp_path, method="linear_probe")
-    with pytest.raises(ValueError, match=rf"--ckpt {re.escape(str(probe))} is a method='linear_probe' model; trait maps"):
+    with pytest.raises(
+        ValueError, match=rf"--ckpt {re.escape(str(probe))} is a method='linear_probe' model; trait maps"
+    ):
         main(["--ckpt", str(probe), "--images", str(empty), "--out", str(tmp_path / "o")])
 
 
@@ -88,9 +90,14 @@ def test_explain_takes_a_run_dir_and_the_data_modules_evaluation_view(tmp_path):
     (nested / "last.ckpt").write_bytes(ckpt.read_bytes())
     _write_images(tmp_path / "photos")
     out = tmp_path / "maps"
-    assert main(["--ckpt", str(tmp_path / "run"), "--images", str(tmp_path / "photos"), "--out", str(out)]) == 0
+    assert (
+        main(["--ckpt", str(tmp_path / "run"), "--images", str(tmp_path / "photos"), "--out", str(out)]) == 0
+    )
     assert (out / "a.png").is_file()
-    with pytest.raises(FileNotFoundError, match=f"--ckpt: no last.ckpt under the folder {re.escape(str(tmp_path / 'photos'))}"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=f"--ckpt: no last.ckpt under the folder {re.escape(str(tmp_path / 'photos'))}",
+    ):
         main(["--ckpt", str(tmp_path / "photos"), "--images", str(tmp_path / "photos"), "--out", str(out)])
 
     assert evaluation_resize(ckpt, 32) is None  # saved without a data module: resize to the crop size
@@ -108,7 +115,12 @@ def test_explain_prepares_images_as_the_checkpoints_data_module_evaluated_them(t
     torch.save(saved, ckpt)
     _write_images(tmp_path / "photos")
     seen = []
-    monkeypatch.setattr(explain, "load_image", lambda path, transform: seen.append(load_image(path, transform)) or seen[-1])
-    assert main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "maps")]) == 0
+    monkeypatch.setattr(
+        explain, "load_image", lambda path, transform: seen.append(load_image(path, transform)) or seen[-1]
+    )
+    assert (
+        main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "maps")])
+        == 0
+    )
     pixels = np.asarray(Image.open(tmp_path / "photos" / "a.png").convert("RGB"))
     assert torch.equal(seen[0], build_eval_transform(32, 40)(pixels).image)  # 40 x 40, centre 32 x 32

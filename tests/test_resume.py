@@ -18,18 +18,31 @@ TESTS = Path(__file__).parent
 
 def fit_command(root: Path, extra: list[str]) -> list[str]:
     return [
-        sys.executable, "-m", "tmtcam", "fit",
-        "--model", "slow_boring.SlowBoringModel",
-        "--data", "lightning.pytorch.demos.boring_classes.BoringDataModule",
-        "--trainer.max_steps", "40",
-        "--trainer.limit_val_batches", "0",
-        "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(root),
+        sys.executable,
+        "-m",
+        "tmtcam",
+        "fit",
+        "--model",
+        "slow_boring.SlowBoringModel",
+        "--data",
+        "lightning.pytorch.demos.boring_classes.BoringDataModule",
+        "--trainer.max_steps",
+        "40",
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
         "--trainer.callbacks+=ModelCheckpoint",
-        "--trainer.callbacks.dirpath", str(root / "steps"),
-        "--trainer.callbacks.every_n_train_steps", "5",
-        "--trainer.callbacks.save_last", "true",
+        "--trainer.callbacks.dirpath",
+        str(root / "steps"),
+        "--trainer.callbacks.every_n_train_steps",
+        "5",
+        "--trainer.callbacks.save_last",
+        "true",
         *extra,
     ]
 
@@ -37,7 +50,9 @@ def fit_command(root: Path, extra: list[str]) -> list[str]:
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_step(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(fit_command(tmp_path, []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        fit_command(tmp_path, []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     last = tmp_path / "steps" / "last.ckpt"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -50,7 +65,9 @@ def test_killed_run_resumes_to_the_same_final_step(tmp_path):
     killed_at = torch.load(last, weights_only=False)["global_step"]
     assert 10 <= killed_at < 40, "the run must be killed mid-way for this test to mean anything"
 
-    resumed = subprocess.run(fit_command(tmp_path, ["--ckpt_path", "last"]), env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        fit_command(tmp_path, ["--ckpt_path", "last"]), env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(last, weights_only=False)["global_step"] == 40
     assert "Restoring states from the checkpoint" in resumed.stderr or "Restored all states" in resumed.stderr
@@ -58,7 +75,9 @@ def test_killed_run_resumes_to_the_same_final_step(tmp_path):
     assert (tmp_path / "steps" / "epoch=0-step=40.ckpt").is_file()
 
 
-def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage_two(tmp_path, capsys, monkeypatch):
+def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage_two(
+    tmp_path, capsys, monkeypatch
+):
     """A config's loggers pin ``save_dir``; ``--trainer.default_root_dir`` (as the SLURM script passes
     it) must still put logs and checkpoints in that run dir, where ``--ckpt_path last`` and
     ``init_checkpoint: <run dir>`` find them."""
@@ -70,7 +89,9 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     )
     path = write_config(tmp_path / "tmt.yaml", config)
     job = tmp_path / "job"
-    code, err = run_cli(["fit", "--config", str(path), "--trainer.default_root_dir", str(job)], capsys, monkeypatch)
+    code, err = run_cli(
+        ["fit", "--config", str(path), "--trainer.default_root_dir", str(job)], capsys, monkeypatch
+    )
     assert code == 0, err
     assert list(job.rglob("last.ckpt")) and (job / "lightning_logs").is_dir()
     assert not (tmp_path / "from_config").exists()
@@ -80,11 +101,23 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     # what stage two starts from is stage one's last.ckpt (the run dir resolves to it), weight for weight
     stage_one = torch.load(next(job.rglob("last.ckpt")), weights_only=False)["state_dict"]
     started = TMTSegmentation(**config["model"]["init_args"], init_checkpoint=str(job)).state_dict()
-    assert all(torch.equal(started[name], value) for name, value in stage_one.items() if name.startswith("segmenter."))
+    assert all(
+        torch.equal(started[name], value)
+        for name, value in stage_one.items()
+        if name.startswith("segmenter.")
+    )
     missing = tmp_path / "stage2" / "none"
-    code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(missing)], capsys, monkeypatch)
-    assert code == 2 and f"model.init_args.init_checkpoint: checkpoint not found: {missing}" in err, err[-2000:]
+    code, err = run_cli(
+        [*stage_two[:3], "--model.init_args.init_checkpoint", str(missing)], capsys, monkeypatch
+    )
+    assert code == 2 and f"model.init_args.init_checkpoint: checkpoint not found: {missing}" in err, err[
+        -2000:
+    ]
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, err = run_cli([*stage_two[:3], "--model.init_args.init_checkpoint", str(empty)], capsys, monkeypatch)
-    assert code == 2 and "init_checkpoint" in err and f"no last.ckpt under the folder {empty}" in err, err[-2000:]
+    code, err = run_cli(
+        [*stage_two[:3], "--model.init_args.init_checkpoint", str(empty)], capsys, monkeypatch
+    )
+    assert code == 2 and "init_checkpoint" in err and f"no last.ckpt under the folder {empty}" in err, err[
+        -2000:
+    ]

@@ -35,7 +35,9 @@ def test_masked_cross_entropy_by_hand() -> None:
     ignored = torch.tensor([[[0, IGNORE_INDEX]]])
     assert masked_cross_entropy(logits, ignored).item() == pytest.approx(ce_first)
     weights = torch.tensor([[[3.0, 1.0]]])  # weighted sum over the *count* of labelled pixels
-    assert masked_cross_entropy(logits, labels, weights).item() == pytest.approx((3 * ce_first + ce_second) / 2)
+    assert masked_cross_entropy(logits, labels, weights).item() == pytest.approx(
+        (3 * ce_first + ce_second) / 2
+    )
     nothing = torch.full((1, 1, 2), IGNORE_INDEX)
     assert masked_cross_entropy(logits, nothing).item() == 0.0  # an unlabelled target batch: 0, not NaN
 
@@ -57,7 +59,9 @@ def test_region_loss_weight_weighs_pixels_by_their_priority() -> None:
     out = model.segmenter(images)
     losses, _ = model._losses(out, masks, [2], [1.0])
     weights = 1.0 + 2.0 * pixel_priority(out.priority.detach(), out.grid, (32, 32))
-    assert losses["segmentation"].item() == pytest.approx(masked_cross_entropy(out.logits, masks, weights).item())
+    assert losses["segmentation"].item() == pytest.approx(
+        masked_cross_entropy(out.logits, masks, weights).item()
+    )
     assert not torch.allclose(weights, torch.ones_like(weights))  # the weighting did something
     assert losses["segmentation"].item() != pytest.approx(masked_cross_entropy(out.logits, masks).item())
 
@@ -107,7 +111,9 @@ class LearningRates(L.Callback):
 
 def test_backbone_gets_its_lr_multiplier_and_the_warmup_cosine_schedule(tmp_path) -> None:
     """Two groups (backbone at lr * backbone_lr_mult, heads at lr), warm-up capped at half the run."""
-    model = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune", lr=0.01, backbone_lr_mult=0.1, warmup_steps=6)
+    model = TMTSegmentation(
+        num_classes=4, backbone=TINY, method="finetune", lr=0.01, backbone_lr_mult=0.1, warmup_steps=6
+    )
     rates = LearningRates()
     trainer = L.Trainer(
         max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -128,7 +134,9 @@ def test_sliding_window_evaluation_and_prediction() -> None:
     """With ``eval_window`` a larger image is predicted window by window (stride default 2/3 of it),
     ``predict_step`` returns the argmax of those logits, and validation scores them."""
     torch.manual_seed(0)
-    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]}, eval_window=32).eval()
+    model = TMTSegmentation(
+        num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]}, eval_window=32
+    ).eval()
     images = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         expected = sliding_window_logits(lambda crop: model.segmenter(crop).logits, images, 32, 21, 4)
@@ -140,4 +148,6 @@ def test_sliding_window_evaluation_and_prediction() -> None:
     model._evaluate({"image": images, "mask": masks}, model.val_iou, "val", batch_idx=1)
     assert model.val_iou.compute().nanmean().item() == pytest.approx(1.0)  # scored the windowed logits
     with pytest.raises(ValueError, match="multiple of 8"):  # without a window the whole image goes in
-        TMTSegmentation(num_classes=4, backbone=TINY, method="finetune").segmenter.predict(torch.randn(1, 3, 44, 64))
+        TMTSegmentation(num_classes=4, backbone=TINY, method="finetune").segmenter.predict(
+            torch.randn(1, 3, 44, 64)
+        )

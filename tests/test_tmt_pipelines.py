@@ -49,7 +49,9 @@ def test_demo_and_benchmark_write_their_summaries(tmp_path: Path) -> None:
     assert all(0.0 <= value <= 100.0 for value in summary["miou"].values()) and summary["seconds"] > 0
     for method, per_class in summary["per_class_iou"].items():  # mIoU: the mean over scored classes
         scored = [value for value in per_class.values() if not math.isnan(value)]
-        assert len(per_class) == 8 and summary["miou"][method] == pytest.approx(sum(scored) / len(scored), abs=0.01)
+        assert len(per_class) == 8 and summary["miou"][method] == pytest.approx(
+            sum(scored) / len(scored), abs=0.01
+        )
     doc, result = tmp_path / "bench.md", tmp_path / "bench.json"
     args = ["--pairs", "clear_to_fog", "--seeds", "1", "--methods", "finetune", "tmt", "--source-steps", "4",
             "--adapt-steps", "3", "--out", str(tmp_path / "bench"), "--doc", str(doc), "--json", str(result),
@@ -60,7 +62,10 @@ def test_demo_and_benchmark_write_their_summaries(tmp_path: Path) -> None:
     assert isinstance(payload["mean_gain_tmt_vs_finetune"], float)
     assert "<!-- tmt-accuracy:start -->" in doc.read_text() and "clear_to_fog" in doc.read_text()
     assert "8 unlabelled target images" in doc.read_text() and "Per run (pair × seed" in doc.read_text()
-    assert "Command: `python -m tmtcam bench tmt --pairs clear_to_fog --seeds 1 --methods finetune tmt" in doc.read_text()
+    assert (
+        "Command: `python -m tmtcam bench tmt --pairs clear_to_fog --seeds 1 --methods finetune tmt"
+        in doc.read_text()
+    )
     assert payload["command"].endswith("--unlabelled-target")
     assert payload["budget"]["few_target_images"] == 8 and payload["budget"]["target_labelled"] is False
 

@@ -76,7 +76,9 @@ def test_acte_heads_do_not_push_the_backbone() -> None:
 def test_alignment_pushes_the_backbone_against_its_own_discriminator(unit: str) -> None:
     """With ``acte.align`` the alignment loss trains the aligner and reaches the patch tokens with
     the reversed gradient (so the backbone learns to confuse it); without it there is no such loss."""
-    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2], "align": unit})
+    model = TMTSegmentation(
+        num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2], "align": unit}
+    )
     batch = pair_batch()
     images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
     masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
@@ -146,7 +148,9 @@ def test_miou_leaves_out_classes_neither_labelled_nor_predicted(monkeypatch) -> 
 
 
 def test_synthia_pairs_also_log_miou16_and_miou13(monkeypatch) -> None:
-    data = DomainPairDataModule({"dataset": "synthia", "root": "/data/synthia"}, {"dataset": "cityscapes", "root": "/data/cs"})
+    data = DomainPairDataModule(
+        {"dataset": "synthia", "root": "/data/synthia"}, {"dataset": "cityscapes", "root": "/data/cs"}
+    )
     assert len(data.miou_subsets["mIoU16"]) == 16 and len(data.miou_subsets["mIoU13"]) == 13
     model = TMTSegmentation(num_classes=19, backbone=TINY, method="finetune")
     model.miou_subsets = data.miou_subsets  # what setup() reads from the data module
@@ -232,14 +236,19 @@ def test_init_checkpoint_of_another_class_count_or_task_is_refused(tmp_path: Pat
     torch.save(
         {"state_dict": TMTSegmentation(num_classes=6, backbone=TINY, method="finetune").state_dict()}, path
     )
-    with pytest.raises(CheckpointMismatch, match=rf"init_checkpoint {re.escape(str(path))} does not fit this TMTSegmentation: \d+ weight shapes differ"):
+    with pytest.raises(
+        CheckpointMismatch,
+        match=rf"init_checkpoint {re.escape(str(path))} does not fit this TMTSegmentation: \d+ weight shapes differ",
+    ):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
     with pytest.raises(FileNotFoundError, match=r"init_checkpoint: checkpoint not found: .*missing\.pt"):
         TMTSegmentation(num_classes=4, backbone=TINY, init_checkpoint=str(tmp_path / "missing.pt"))
     source = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
     foreign = tmp_path / "classifier.ckpt"  # another task's stamp is named before any shape talk
     torch.save({"state_dict": {}, "tmtcam": {"task": "PromptCAMClassifier", "num_classes": 4}}, foreign)
-    with pytest.raises(CheckpointMismatch, match="written by task 'PromptCAMClassifier', not 'TMTSegmentation'"):
+    with pytest.raises(
+        CheckpointMismatch, match="written by task 'PromptCAMClassifier', not 'TMTSegmentation'"
+    ):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(foreign))
     torch.save({"state_dict": source.state_dict()}, path)
     adapted = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))

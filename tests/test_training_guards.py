@@ -1,7 +1,6 @@
 """Training faults: NaN loss stops before the update and keeps the last good checkpoint; bad run dirs
 and foreign checkpoints are rejected with messages that name the problem."""
 
-
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -28,10 +27,16 @@ class NaNAtStep(BoringModel):
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
     trainer = Trainer(
-        default_root_dir=tmp_path, max_steps=10, logger=False, enable_progress_bar=False,
-        callbacks=[NonFiniteLossGuard(), checkpoints], limit_val_batches=0,
+        default_root_dir=tmp_path,
+        max_steps=10,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[NonFiniteLossGuard(), checkpoints],
+        limit_val_batches=0,
     )
-    with pytest.raises(TrainingFault, match=r"loss is nan at global step 3 .*last good checkpoint is kept at .*last\.ckpt"):
+    with pytest.raises(
+        TrainingFault, match=r"loss is nan at global step 3 .*last good checkpoint is kept at .*last\.ckpt"
+    ):
         trainer.fit(NaNAtStep(bad_step=3))
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 3

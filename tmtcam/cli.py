@@ -47,7 +47,10 @@ def _dispatch(command: str, argv: list[str]) -> int:
     else:
         choices = ", ".join(targets)
         asked_for_help = argv[:1] in (["-h"], ["--help"])
-        print(f"usage: tmtcam {command} {{{choices}}} [options]", file=sys.stdout if asked_for_help else sys.stderr)
+        print(
+            f"usage: tmtcam {command} {{{choices}}} [options]",
+            file=sys.stdout if asked_for_help else sys.stderr,
+        )
         return 0 if asked_for_help else 2
     module_name, function = target.split(":")
     return int(getattr(importlib.import_module(module_name), function)(argv) or 0)

@@ -341,9 +341,13 @@ def test_species_images_decode_like_segmentation_images(tmp_path):
 
 def test_folder_label_space_errors_name_the_role_and_key():
     folder = {"dataset": "folder", "image_dir": "images", "mask_dir": "labels"}
-    with pytest.raises(ValueError, match=r"^target\.num_classes must be >= 1 \(and class_names not empty\), got 0"):
+    with pytest.raises(
+        ValueError, match=r"^target\.num_classes must be >= 1 \(and class_names not empty\), got 0"
+    ):
         check_spec(DomainSpec(**folder, num_classes=0), "target")
-    with pytest.raises(ValueError, match=r"^source\.id_map: 7 -> 5, but train ids must be in \[0, 5\) or 255"):
+    with pytest.raises(
+        ValueError, match=r"^source\.id_map: 7 -> 5, but train ids must be in \[0, 5\) or 255"
+    ):
         check_spec(DomainSpec(**folder, num_classes=5, id_map={7: 5}), "source")
     check_spec(DomainSpec(**folder, num_classes=5, id_map={7: 4, 8: 255}), "source")  # in range or ignore
     with pytest.raises(ValueError, match=r"^target\.num_classes must be >= 1"):

@@ -103,7 +103,9 @@ def test_a_folder_target_without_target_val_warns_that_validation_uses_training_
         DomainPairDataModule({"dataset": "cityscapes", "root": "/data/cs"}, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        DomainPairDataModule({"dataset": "cityscapes", "root": "/data/cs"}, folder, target_val=dict(folder, root="/data/v"))
+        DomainPairDataModule(
+            {"dataset": "cityscapes", "root": "/data/cs"}, folder, target_val=dict(folder, root="/data/v")
+        )
 
 
 def test_yaml_domain_specs_parse_as_in_docs():

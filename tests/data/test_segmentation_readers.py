@@ -129,13 +129,17 @@ def test_acdc_reads_one_condition_or_all_of_them(tmp_path):
 
 
 def test_acdc_reference_split_reads_ref_images_unlabelled(tmp_path):
-    image = tmp_path / "rgb_anon" / "night" / "train_ref" / "GOPR0351" / "GOPR0351_frame_000159_rgb_ref_anon.png"
+    image = (
+        tmp_path / "rgb_anon" / "night" / "train_ref" / "GOPR0351" / "GOPR0351_frame_000159_rgb_ref_anon.png"
+    )
     write_image(image)
     spec = DomainSpec("acdc", root=str(tmp_path), split="train_ref", condition="night", labelled=False)
     item = load(spec)
     assert item["path"] == str(image) and torch.all(item["mask"] == IGNORE_INDEX)
     with pytest.raises(SegmentationDataError, match="train_ref split .* labelled: false"):
-        build_segmentation_dataset(DomainSpec("acdc", root=str(tmp_path), split="train_ref", condition="night"))
+        build_segmentation_dataset(
+            DomainSpec("acdc", root=str(tmp_path), split="train_ref", condition="night")
+        )
 
 
 def test_acdc_without_a_condition_folder_names_it(tmp_path):

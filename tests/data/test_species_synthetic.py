@@ -251,7 +251,9 @@ def test_train_transform_crops_masks_with_the_image(catalogue):
 def test_cached_renders_give_the_same_items_and_render_once(catalogue, species_set, monkeypatch):
     transform = build_train_transform(64, 72, seed=0)  # flips and crops must not touch the cache
     plain = SyntheticSpecies(species_set, num_images=4, image_size=72, catalogue=catalogue)
-    cached = SyntheticSpecies(species_set, num_images=4, image_size=72, catalogue=catalogue, cache_renders=True)
+    cached = SyntheticSpecies(
+        species_set, num_images=4, image_size=72, catalogue=catalogue, cache_renders=True
+    )
     calls = []
     render = cached.renderer.render
     monkeypatch.setattr(cached.renderer, "render", lambda *a: calls.append(1) or render(*a))

@@ -320,7 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     explained: dict[str, tuple[torch.Tensor, LightningModule]] = {
         "promptcam": (promptcam_maps(ranked, top_k), promptcam),
         "gradcam": (explainer_maps(grad_cam_explainer(probe.model), images, labels), probe),
-        "gradcam_on_promptcam": (explainer_maps(grad_cam_explainer(promptcam.model), images, labels), promptcam),
+        "gradcam_on_promptcam": (
+            explainer_maps(grad_cam_explainer(promptcam.model), images, labels),
+            promptcam,
+        ),
         "attention_rollout": (explainer_maps(rollout_explainer(probe.model), images, labels), probe),
     }
     scores = {

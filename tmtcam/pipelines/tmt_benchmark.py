@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=Path("runs/bench/tmt_accuracy.json"))
     parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
     parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
-    parser.add_argument("--accelerator", default=Budget.accelerator, choices=("cpu", "gpu"), help="one GPU or the CPU")
+    parser.add_argument(
+        "--accelerator", default=Budget.accelerator, choices=("cpu", "gpu"), help="one GPU or the CPU"
+    )
     parser.add_argument("--target-images", type=int, default=Budget.few_target_images)
     parser.add_argument(
         "--unlabelled-target", action="store_true", help="unsupervised adaptation: no target masks"

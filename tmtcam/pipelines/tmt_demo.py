@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
     parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
-    parser.add_argument("--accelerator", default=Budget.accelerator, choices=("cpu", "gpu"), help="one GPU or the CPU")
+    parser.add_argument(
+        "--accelerator", default=Budget.accelerator, choices=("cpu", "gpu"), help="one GPU or the CPU"
+    )
     args = parser.parse_args(argv)
     if reason := gpu_unavailable(args.accelerator):
         parser.error(reason)
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_lightning()
     console = Console()
-    budget = Budget(source_steps=args.source_steps, adapt_steps=args.adapt_steps, accelerator=args.accelerator)
+    budget = Budget(
+        source_steps=args.source_steps, adapt_steps=args.adapt_steps, accelerator=args.accelerator
+    )
     start = time.perf_counter()
     console.print(f"[bold]TMT demo[/bold] pair {args.pair}: {SYNTHETIC_PAIRS[args.pair].description}")
     console.print(f"stage 1: training on the source domain ({budget.source_steps} steps) ...")

@@ -139,7 +139,11 @@ def test_source_model(pair: str, seed: int, init: Path, budget: Budget) -> float
     loader = DataLoader(build_segmentation_dataset(spec, build_eval_transform(None)), batch_size=32)
     model = TMTSegmentation(num_classes=8, backbone=SMALL_VIT, method="finetune", init_checkpoint=str(init))
     trainer = L.Trainer(
-        accelerator=budget.accelerator, devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+        accelerator=budget.accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     return float(trainer.test(model, loader, verbose=False)[0]["test/mIoU"])
 

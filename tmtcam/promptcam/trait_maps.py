@@ -70,6 +70,8 @@ def explain_batch(
     """Trait maps of ``class_index`` (default: the predicted class) and the head ranking for it."""
     model.eval()
     run = model.run(images, return_attention=True, return_last_block_input=True)
-    ranking = rank_heads_from_run(model, run, class_index, top_k=top_k, until_misclassified=until_misclassified)
+    ranking = rank_heads_from_run(
+        model, run, class_index, top_k=top_k, until_misclassified=until_misclassified
+    )
     maps = prompt_attention_maps(run.last_attention, ranking.class_index, model.num_leading_tokens, run.grid)
     return TraitExplanation(logits=run.logits, class_index=ranking.class_index, maps=maps, ranking=ranking)

@@ -228,7 +228,9 @@ class PromptCAMClassifier(LightningModule):
             near_parts = keypoint_mask(batch["parts"], tuple(images.shape[-2:]), radius=tolerance)
             scores["part_hit"] = pointing_game(maps, near_parts)
             if "bbox" in batch:
-                scores["part_hit_chance"] = object_chance(box_mask(batch["bbox"], images.shape[-2:]), near_parts)
+                scores["part_hit_chance"] = object_chance(
+                    box_mask(batch["bbox"], images.shape[-2:]), near_parts
+                )
         for name, values in scores.items():
             metric = self.localisation_metrics[name]
             metric.update(values)
@@ -287,7 +289,10 @@ class PromptCAMClassifier(LightningModule):
         steps_per_epoch = total / trainer_epochs
         schedule_steps = int(steps_per_epoch * (hp.max_epochs or trainer_epochs))
         warmup_steps = int(steps_per_epoch * hp.warmup_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": warmup_cosine(optimizer, warmup_steps, schedule_steps)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": warmup_cosine(optimizer, warmup_steps, schedule_steps),
+        }
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -160,7 +160,9 @@ class TMTSegmentation(LightningModule):
         if not isinstance(state, dict):
             raise CheckpointMismatch(f"model.init_args.init_checkpoint: {path} holds no state dict")
         checkpoint = saved if "state_dict" in saved else {"state_dict": state}
-        check_checkpoint(checkpoint, self, self.hparams.num_classes, f"model.init_args.init_checkpoint {path}")
+        check_checkpoint(
+            checkpoint, self, self.hparams.num_classes, f"model.init_args.init_checkpoint {path}"
+        )
         own = self.state_dict()
         required = [key for key in own if key.startswith(("segmenter.backbone.", "segmenter.decoder."))]
         missing = [key for key in required if key not in state]
@@ -287,7 +289,10 @@ class TMTSegmentation(LightningModule):
         for name, classes in self.miou_subsets.items():  # e.g. SYNTHIA's mIoU16 / mIoU13
             values[f"{stage}/{name}"] = _mean_over_scored(per_class[list(classes)]) * 100
         values.update(
-            {f"{stage}/IoU/{name}": value * 100 for name, value in zip(self.class_names, per_class, strict=True)}
+            {
+                f"{stage}/IoU/{name}": value * 100
+                for name, value in zip(self.class_names, per_class, strict=True)
+            }
         )
         self.log_dict(values, sync_dist=True)
 

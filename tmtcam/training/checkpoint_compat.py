@@ -116,4 +116,3 @@ def checkpoint_in(path: str | Path, key: str) -> Path:
     if found is None:
         raise FileNotFoundError(f"{key}: no last.ckpt under the folder {path}")
     return found
-
