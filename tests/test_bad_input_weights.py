@@ -44,6 +44,20 @@ def test_local_weights_file_loads(tmp_path, good_weights):
     assert all(torch.equal(saved[name], value) for name, value in backbone.vit.state_dict().items())
 
 
+def test_a_state_dict_with_its_classifier_head_loads_into_a_head_less_tag(tmp_path):
+    """timm/HF files often keep their ImageNet head; a ``.dino`` tag (0 classes) must drop it too."""
+    import timm
+
+    size = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
+    with_head = timm.create_model("vit_small_patch16_224", num_classes=10, **size)
+    path = tmp_path / "with_head.pth"
+    torch.save(with_head.state_dict(), path)
+    backbone = ViTBackbone("vit_small_patch16_224.dino", weights=str(path), **size)
+    saved = with_head.state_dict()
+    assert "head.weight" in saved and "head.weight" not in backbone.vit.state_dict()
+    assert all(torch.equal(saved[name], value) for name, value in backbone.vit.state_dict().items())
+
+
 def test_missing_weights_file_names_the_path(tmp_path, capsys, monkeypatch):
     missing = tmp_path / "nowhere" / "dino_vitb16.pth"
     code, err = run_cli(fit_with_backbone(tmp_path, weights=str(missing)), capsys, monkeypatch)

@@ -28,6 +28,7 @@ from torch import nn
 VIT_PREFIXES = ("vit_", "deit", "eva")
 TIMM_BUILDER_LOGGER = "timm.models._builder"
 _MISSING_KEYS = re.compile(r"Missing keys \((.*)\) discovered")
+ANY_HEAD = -1  # "the file's classifier head, if any, has an unknown class count" (see _from_local_file)
 
 
 class WeightsError(RuntimeError):
@@ -90,7 +91,11 @@ def _from_local_file(model_name: str, path: Path, kwargs: dict[str, Any]) -> nn.
         raise WeightsError(f"backbone.weights: file not found: {path}")
     # The registry's ``custom_load`` describes *its* file (JAX .npz for the augreg ViTs); timm < 1.0.31
     # kept it for an overlaid file too and refused a .pth. The file's own format decides here.
-    overlay = dict(file=str(path), custom_load=path.suffix == ".npz")
+    # A file may carry a classifier head whatever the tag says: timm drops the head (and loads
+    # non-strictly) only when the tag's class count differs from the model's 0, so a timm/HF state
+    # dict with its ImageNet head failed strict loading into a head-less tag (``.dino``: 0 classes).
+    # A class count no file has makes timm always drop the head; missing keys are checked below.
+    overlay = dict(file=str(path), custom_load=path.suffix == ".npz", num_classes=ANY_HEAD)
     with _missing_keys_reported() as missing:
         try:
             model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
@@ -98,7 +103,7 @@ def _from_local_file(model_name: str, path: Path, kwargs: dict[str, Any]) -> nn.
             raise WeightsError(
                 f"backbone.weights: could not load {path} ({path.stat().st_size} bytes) into {model_name!r}: is it "
                 f"truncated (an interrupted download or copy), or not a .pth/.safetensors state dict of this "
-                f"model? ({type(err).__name__}: {_first_line(err)})"
+                f"model? ({type(err).__name__}: {_short(err)})"
             ) from err
     total = len(model.state_dict())
     if missing and len(missing) * 2 >= total:
@@ -137,5 +142,8 @@ def _missing_keys_reported() -> Iterator[list[str]]:
         logger.setLevel(level)
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0]
+def _short(error: BaseException, limit: int = 400) -> str:
+    """The error's text on one line, cut at ``limit`` characters: a state-dict mismatch puts the
+    keys that matter on its second line, after "Error(s) in loading state_dict for ..."."""
+    text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
