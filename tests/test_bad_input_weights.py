@@ -104,3 +104,16 @@ def test_pretrained_without_network_fails_fast_and_says_how_to_give_a_file(tmp_p
     )
     assert "`backbone.weights: /path/to/file`" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_promptcam_reading_its_class_count_from_the_data_still_checks_weights_first(
+    tmp_path, capsys, monkeypatch
+):
+    """With ``num_classes: null`` the classifier is finished at setup; its weights file is not."""
+    missing = tmp_path / "nowhere.pth"
+    run = tmp_path / "run"
+    config = Path(__file__).parents[1] / "experiments" / "promptcam" / "synthetic.yaml"
+    args = ["fit", "--config", str(config), "--trainer.default_root_dir", str(run),
+            "--model.init_args.backbone.weights", str(missing)]  # fmt: skip
+    code, err = run_cli(args, capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "WeightsError", f"backbone.weights: file not found: {missing}")

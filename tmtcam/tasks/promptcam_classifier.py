@@ -123,15 +123,20 @@ class PromptCAMClassifier(LightningModule):
         self.localisation_metrics = nn.ModuleDict(
             {name: MeanMetric(nan_strategy="ignore") for name in LOCALISATION_METRICS}
         )
+        # the backbone (and its weights file) is built now even when the class count waits for the
+        # data: a missing or corrupt weights file is then refused before the trainer writes anything
+        self._backbone: ViTBackbone | None = build_backbone(dict(backbone))
         if num_classes is not None:
             self._build(num_classes)
 
     # ------------------------------------------------------------------ construction
     def _build(self, num_classes: int) -> None:
         hp = self.hparams
+        backbone = self._backbone if self._backbone is not None else build_backbone(dict(hp.backbone))
+        self._backbone = None
         self.model = build_classifier(
             hp.method,
-            build_backbone(dict(hp.backbone)),
+            backbone,
             num_classes,
             hp.prompt_variant,
             hp.prompt_dropout,
