@@ -22,7 +22,10 @@ from torch.utils.data import DataLoader
 
 from tmtcam.tasks import PromptCAMClassifier, TMTSegmentation
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
+from tmtcam.training.checked_cli import check_fresh_run_dir
 from tmtcam.training.config_logging import keep_earlier_config
+from tmtcam.training.guards import earlier_checkpoints_problem
+from tmtcam.training.preflight import ConfigError
 
 BORING_DATA = "lightning.pytorch.demos.boring_classes.BoringDataModule"
 
@@ -79,15 +82,52 @@ def test_inf_loss_after_resume_names_the_step_and_leaves_the_earlier_run_untouch
     assert torch.load(kept, weights_only=False)["global_step"] == 4
 
 
-def test_a_fresh_run_refuses_to_overwrite_an_earlier_runs_checkpoints(tmp_path, capsys, monkeypatch):
-    code, err = run_cli(boring_fit(tmp_path, "--trainer.max_steps", "1", loggers=False), capsys, monkeypatch)
+@pytest.mark.parametrize("loggers", [False, True], ids=["no_logger", "wandb_and_csv"])
+def test_a_fresh_run_in_a_run_dir_with_an_earlier_run_is_refused(tmp_path, capsys, monkeypatch, loggers):
+    """Also when W&B would give the new run its own folder: --ckpt_path last would then resume the
+    wrong run. Refused before anything is written: the earlier run's config.yaml stays in place."""
+    if loggers:
+        wandb = pytest.importorskip("wandb")
+    code, err = run_cli(
+        boring_fit(tmp_path, "--trainer.max_steps", "1", loggers=loggers), capsys, monkeypatch
+    )
+    if loggers:
+        wandb.finish()
     assert code == 0, err[-3000:]
     before = snapshot(tmp_path)
-    code, err = run_cli(boring_fit(tmp_path, "--trainer.max_steps", "1", loggers=False), capsys, monkeypatch)
-    assert code == 1
-    assert f"checkpoint folder {tmp_path / 'checkpoints'} already holds checkpoints" in err
+    code, err = run_cli(
+        boring_fit(tmp_path, "--trainer.max_steps", "1", loggers=loggers), capsys, monkeypatch
+    )
+    assert code == 2, err[-3000:]
+    [last] = tmp_path.rglob("last.ckpt")
+    assert f"trainer.default_root_dir={tmp_path} already holds an earlier run ({last})" in err
     assert "--ckpt_path last" in err and "--trainer.default_root_dir" in err
     assert_nothing_lost(tmp_path, before)
+    assert set(snapshot(tmp_path)) == set(before)  # not even a new log folder or a moved config
+
+
+def test_run_guard_refuses_a_new_run_over_its_own_checkpoint_folder(tmp_path):
+    """Without a run dir to search (trainer.default_root_dir unset) the new run's own checkpoint
+    folder is still checked before its first save."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert earlier_checkpoints_problem([folder]) is None
+    (folder / "last.ckpt").write_bytes(b"x")
+    problem = earlier_checkpoints_problem([tmp_path / "elsewhere", folder])
+    assert problem.startswith(
+        f"checkpoint folder {folder} already holds checkpoints of an earlier run (last.ckpt)"
+    )
+
+
+def test_a_slurm_requeue_restoring_hpc_ckpt_is_not_a_fresh_run(tmp_path):
+    (tmp_path / "lightning_logs").mkdir()
+    (tmp_path / "lightning_logs" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="already holds an earlier run"):
+        check_fresh_run_dir(str(tmp_path), None)
+    check_fresh_run_dir(str(tmp_path), str(tmp_path / "lightning_logs" / "last.ckpt"))  # resuming
+    check_fresh_run_dir(None, None)  # the working directory is not searched
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"x")  # Lightning restores this by itself
+    check_fresh_run_dir(str(tmp_path), None)
 
 
 @pytest.mark.parametrize("fault", ["file_in_the_way", "disk_full_on_write", "too_little_free_space"])

@@ -54,6 +54,8 @@ class CheckedLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_devices(config.trainer.accelerator, config.trainer.devices)
+        if self.subcommand == "fit":
+            check_fresh_run_dir(config.trainer.get("default_root_dir"), config.get("ckpt_path"))
         if self._root_dir_on_command_line and config.trainer.get("default_root_dir"):
             place_loggers_in_run_dir(config.trainer)
 
@@ -87,6 +89,29 @@ def resolve_last_checkpoint(root: str | None) -> str:
             f"path, or leave out --ckpt_path to start a new run"
         )
     return str(found)
+
+
+def check_fresh_run_dir(root: str | None, ckpt_path: str | None) -> None:
+    """Refuse a new ``fit`` (no ``--ckpt_path``) in a run dir that already holds a run's ``last*.ckpt``.
+
+    Loggers that name their folders per run (W&B: the run id) would give the new run a folder of its
+    own, so nothing would be overwritten, but ``--ckpt_path last`` resumes the newest run under the
+    run dir, which would then be the new one, perhaps started by mistake: one run dir holds one run.
+    Checked before the loggers create anything, so a refused run leaves no trace. Lightning's own
+    ``hpc_ckpt_*.ckpt`` in the run dir (a SLURM requeue, restored without ``--ckpt_path``) counts as
+    resuming. Without ``trainer.default_root_dir`` (the working directory) nothing is searched; the
+    run's own checkpoint folder is still checked by :class:`~tmtcam.training.guards.RunDirGuard`.
+    """
+    if not root or ckpt_path:
+        return
+    found = newest_last_checkpoint(root)
+    if found is None or any(Path(root).glob("hpc_ckpt_*.ckpt")):
+        return
+    raise ConfigError(
+        f"trainer.default_root_dir={root} already holds an earlier run ({found}); a new run there would "
+        f"make --ckpt_path last ambiguous. Resume that run with --ckpt_path last, or start the new one in "
+        f"another folder with --trainer.default_root_dir"
+    )
 
 
 def place_loggers_in_run_dir(trainer: Namespace) -> None:
