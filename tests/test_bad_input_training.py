@@ -21,8 +21,8 @@ from tiny_configs import TINY_BACKBONE, assert_nothing_lost, run_cli, snapshot, 
 from torch.utils.data import DataLoader
 
 from tmtcam.tasks import PromptCAMClassifier, TMTSegmentation
-from tmtcam.training.checkpoint_compat import CheckpointMismatch
 from tmtcam.training.checked_cli import check_fresh_run_dir
+from tmtcam.training.checkpoint_compat import CheckpointMismatch
 from tmtcam.training.config_logging import keep_earlier_config
 from tmtcam.training.guards import earlier_checkpoints_problem
 from tmtcam.training.preflight import ConfigError
