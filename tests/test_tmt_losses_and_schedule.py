@@ -147,7 +147,20 @@ def test_sliding_window_evaluation_and_prediction() -> None:
     masks = expected.argmax(1)
     model._evaluate({"image": images, "mask": masks}, model.val_iou, "val", batch_idx=1)
     assert model.val_iou.compute().nanmean().item() == pytest.approx(1.0)  # scored the windowed logits
-    with pytest.raises(ValueError, match="multiple of 8"):  # without a window the whole image goes in
-        TMTSegmentation(num_classes=4, backbone=TINY, method="finetune").segmenter.predict(
-            torch.randn(1, 3, 44, 64)
-        )
+
+
+def test_native_size_images_the_patches_do_not_tile_are_padded_and_cropped_back() -> None:
+    """Validation at native size (a user's folder of 500-px-high photos, 8-px patches here): the
+    image is padded bottom/right with 0 to the next multiple, and the logits cropped back."""
+    torch.manual_seed(0)
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]}).eval()
+    images = torch.randn(1, 3, 44, 60)
+    with torch.no_grad():
+        logits = model.segmenter.predict(images)
+        padded = F.pad(images, (0, 4, 0, 4))  # to 48 x 64
+        expected = model.segmenter(padded).logits[..., :44, :60]
+        assert logits.shape == (1, 4, 44, 60) and torch.allclose(logits, expected, atol=1e-6)
+        windowed = model.segmenter.predict(torch.randn(1, 3, 44, 100), window=64)  # windows 44 high
+    assert windowed.shape == (1, 4, 44, 100)
+    model._evaluate({"image": images, "mask": logits.argmax(1)}, model.val_iou, "val", batch_idx=1)
+    assert model.val_iou.compute().nanmean().item() == pytest.approx(1.0)

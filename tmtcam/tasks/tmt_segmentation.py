@@ -246,10 +246,10 @@ class TMTSegmentation(LightningModule):
         self, batch: dict[str, Any], metric: MulticlassJaccardIndex, stage: str, batch_idx: int
     ) -> None:
         images, masks = batch["image"], batch["mask"]
-        if self.hparams.eval_window is None:
+        if self.hparams.eval_window is None and not self.segmenter.needs_padding(images):
             out = self.segmenter(images)
             logits = out.logits
-        else:
+        else:  # windows, or a native-size image the patches do not tile (no ACTE maps to show then)
             out, logits = (
                 None,
                 self.segmenter.predict(images, self.hparams.eval_window, self.hparams.eval_stride),

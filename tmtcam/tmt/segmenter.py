@@ -273,16 +273,34 @@ class TMTSegmenter(nn.Module):
     def predict(
         self, images: torch.Tensor, window: int | None = None, stride: int | None = None
     ) -> torch.Tensor:
-        """Logits for evaluation; sliding window when ``window`` is set and the image is larger."""
+        """Logits for evaluation; sliding window when ``window`` is set and the image is larger.
+
+        Images (or windows) of any size: validation images at their native size need not be
+        multiples of the patch size, so each input is padded as :meth:`padded_logits` does.
+        """
         if window is None:
-            return self(images).logits
+            return self.padded_logits(images)
         return sliding_window_logits(
-            lambda crop: self(crop).logits,
+            self.padded_logits,
             images,
             window,
             stride or max(1, window * 2 // 3),
             self.num_classes,
         )
+
+    def needs_padding(self, images: torch.Tensor) -> bool:
+        return any(side % self.backbone.patch_size for side in images.shape[-2:])
+
+    def padded_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits at the input size, for sides the patches do not tile: the image is padded at the
+        bottom and right with 0 (the mean colour after normalisation) up to the next multiple of the
+        patch size, and the logits are cropped back (mmseg's ``size_divisor`` padding)."""
+        if not self.needs_padding(images):
+            return self(images).logits
+        height, width = images.shape[-2:]
+        patch = self.backbone.patch_size
+        padded = F.pad(images, (0, -width % patch, 0, -height % patch))
+        return self(padded).logits[..., :height, :width]
 
 
 def _options(kind: type, value: object, key: str) -> ACTEOptions | TMAOptions:
