@@ -90,6 +90,55 @@ def test_classifier_image_size_not_divisible_names_image_size(tmp_path, capsys, 
     assert_refused(tmp_path, code, err, "data.init_args.image_size=30", "patch size 8")
 
 
+def test_missing_data_folders_are_refused_before_the_run_dir_is_written(tmp_path, capsys, monkeypatch):
+    """Roots and a folder domain's image/mask dirs are checked with the config, not at setup."""
+    gta5 = tmt_config(num_classes=19)
+    gta5["data"]["init_args"].update(
+        source={"dataset": "gta5", "root": str(tmp_path / "gta5")},
+        target={"dataset": "cityscapes", "root": str(tmp_path / "cityscapes")},
+        target_val=None,
+    )
+    code, err = run_cli(fit(tmp_path, gta5), capsys, monkeypatch)
+    assert_refused(
+        tmp_path,
+        code,
+        err,
+        f"data.init_args.source.root: folder not found: {tmp_path / 'gta5'} is not a directory (gta5 data)",
+    )
+    (tmp_path / "gta5").mkdir()
+    code, err = run_cli(fit(tmp_path, gta5), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "data.init_args.target.root: folder not found")
+    (tmp_path / "mine" / "images").mkdir(parents=True)
+    folder = tmt_config()
+    folder["data"]["init_args"]["target_val"] = {
+        "dataset": "folder", "root": str(tmp_path / "mine"), "image_dir": "images", "mask_dir": "labels",
+        "class_names": ["sky", "building", "road", "sidewalk", "vegetation", "vehicle", "person", "sign"],
+    }  # fmt: skip
+    code, err = run_cli(fit(tmp_path, folder), capsys, monkeypatch)
+    assert_refused(
+        tmp_path,
+        code,
+        err,
+        f"data.init_args.target_val.mask_dir: folder not found: {tmp_path / 'mine' / 'labels'}",
+    )
+    species = tmt_config()
+    species["model"] = {
+        "class_path": "tmtcam.tasks.PromptCAMClassifier",
+        "init_args": {"backbone": TINY_BACKBONE},
+    }
+    species["data"] = {
+        "class_path": "data_modules.species.SpeciesDataModule",
+        "init_args": {"dataset": "cub", "root": str(tmp_path / "CUB_200_2011"), "image_size": 32},
+    }
+    code, err = run_cli(fit(tmp_path, species), capsys, monkeypatch)
+    assert_refused(
+        tmp_path,
+        code,
+        err,
+        f"data.init_args.root: folder not found: {tmp_path / 'CUB_200_2011'} is not a directory (cub data)",
+    )
+
+
 @pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
 @pytest.mark.skipif(torch.cuda.device_count() >= 4, reason="this machine has 4 GPUs")
 def test_more_devices_than_the_machine_has_names_both_settings(tmp_path, capsys, monkeypatch, accelerator):

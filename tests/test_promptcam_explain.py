@@ -60,27 +60,53 @@ def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path):
     assert "explained cow" in (out / "index.html").read_text()
 
 
-def test_explain_input_errors_name_the_problem(tmp_path):
+def refused(capsys, *args: str) -> str:
+    """Run ``tmtcam explain`` expecting a refusal: exit 2, one line on stderr, no traceback."""
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tmtcam explain: error: ") and "Traceback" not in err and err.count("\n") == 1
+    return err
+
+
+def test_explain_input_errors_name_the_problem(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path)
-    empty = tmp_path / "empty"
+    empty, out = tmp_path / "empty", str(tmp_path / "o")
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match=rf"--images: no images .* under {re.escape(str(empty))}"):
-        main(["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o")])
+    err = refused(capsys, "--ckpt", str(ckpt), "--images", str(empty), "--out", out)
+    assert re.search(rf"--images: no images .* under {re.escape(str(empty))}", err)
+    err = refused(capsys, "--ckpt", str(ckpt), "--images", str(tmp_path / "nowhere"), "--out", out)
+    assert f"--images: folder not found: {tmp_path / 'nowhere'}" in err
     missing = tmp_path / "missing.ckpt"
-    with pytest.raises(FileNotFoundError, match=f"--ckpt: checkpoint not found: {re.escape(str(missing))}"):
-        main(["--ckpt", str(missing), "--images", str(empty), "--out", str(tmp_path / "o")])
+    err = refused(capsys, "--ckpt", str(missing), "--images", str(empty), "--out", out)
+    assert f"--ckpt: checkpoint not found: {missing}" in err
+    assert not (tmp_path / "o").exists()  # refused before any output
     (empty / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=re.escape(str(empty / "broken.png"))):
-        main(["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o")])
-    with pytest.raises(ValueError, match="class-index 5"):
-        main(
-            ["--ckpt", str(ckpt), "--images", str(empty), "--out", str(tmp_path / "o"), "--class-index", "5"]
-        )
+    assert f"cannot decode image {empty / 'broken.png'}" in refused(
+        capsys, "--ckpt", str(ckpt), "--images", str(empty), "--out", out
+    )
+    err = refused(capsys, "--ckpt", str(ckpt), "--images", str(empty), "--out", out, "--class-index", "5")
+    assert "--class-index 5 outside [0, 3)" in err
     probe = _checkpoint(tmp_path, method="linear_probe")
-    with pytest.raises(
-        ValueError, match=rf"--ckpt {re.escape(str(probe))} is a method='linear_probe' model; trait maps"
-    ):
-        main(["--ckpt", str(probe), "--images", str(empty), "--out", str(tmp_path / "o")])
+    err = refused(capsys, "--ckpt", str(probe), "--images", str(empty), "--out", out)
+    assert f"--ckpt {probe} is a method='linear_probe' model; trait maps" in err
+
+
+def test_a_run_dir_gives_its_newest_promptcam_checkpoint_not_a_newer_baseline(tmp_path, capsys):
+    """The demo's folder holds promptcam/ and, written later, linear_probe/ checkpoints."""
+    run = tmp_path / "demo"
+    for method in ("promptcam", "linear_probe"):
+        folder = run / method / "checkpoints"
+        folder.mkdir(parents=True)
+        _checkpoint(tmp_path, method=method).rename(folder / "last.ckpt")
+    assert explain.promptcam_checkpoint(run) == run / "promptcam" / "checkpoints" / "last.ckpt"
+    (run / "promptcam" / "checkpoints" / "last.ckpt").unlink()
+    _write_images(tmp_path / "photos")
+    err = refused(
+        capsys, "--ckpt", str(run), "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "o")
+    )
+    assert f"no method=promptcam checkpoint under the folder {run}; found" in err
+    assert "linear_probe/checkpoints/last.ckpt (linear_probe)" in err
 
 
 def test_explain_takes_a_run_dir_and_the_data_modules_evaluation_view(tmp_path):
@@ -98,7 +124,7 @@ def test_explain_takes_a_run_dir_and_the_data_modules_evaluation_view(tmp_path):
         FileNotFoundError,
         match=f"--ckpt: no last.ckpt under the folder {re.escape(str(tmp_path / 'photos'))}",
     ):
-        main(["--ckpt", str(tmp_path / "photos"), "--images", str(tmp_path / "photos"), "--out", str(out)])
+        explain.promptcam_checkpoint(tmp_path / "photos")
 
     assert evaluation_resize(ckpt, 32) is None  # saved without a data module: resize to the crop size
     recorded = tmp_path / "with_data.ckpt"

@@ -20,7 +20,7 @@ from data_modules.loaders import seeded_loader
 from data_modules.segmentation.factory import build_segmentation_dataset, domain_class_names
 from data_modules.segmentation.image_dataset import SegmentationImageDataset, verify_dataset
 from data_modules.segmentation.label_maps import IGNORE_INDEX, SYNTHIA_13, SYNTHIA_16
-from data_modules.segmentation.specs import DomainSpec, check_spec
+from data_modules.segmentation.specs import DomainSpec, check_spec, missing_folder
 from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
 
 SYNTHETIC_SCALE_RANGE = (1.0, 1.5)  # rendered at crop size: only zoom in, never pad with ignore
@@ -141,6 +141,16 @@ class DomainPairDataModule(L.LightningDataModule):
     @property
     def ignore_index(self) -> int:
         return IGNORE_INDEX
+
+    def check_folders(self, stage: str) -> None:
+        """The folders the config names for ``stage`` exist (the CLI asks before it writes anything)."""
+        roles = {"fit": ("source", "target", "target_val"), "validate": ("target_val",)}.get(
+            stage, ("target_test",)
+        )
+        for role in roles:
+            problem = missing_folder(getattr(self, role), f"data.init_args.{role}")
+            if problem:
+                raise FileNotFoundError(problem)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):

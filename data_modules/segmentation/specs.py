@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from data_modules.segmentation.label_maps import CITYSCAPES_CLASSES, id_map_mapping
 
@@ -115,3 +116,24 @@ def folder_num_classes(spec: DomainSpec) -> int:
     if spec.class_names is not None:
         return len(spec.class_names)
     return spec.num_classes if spec.num_classes is not None else len(CITYSCAPES_CLASSES)
+
+
+def missing_folder(spec: DomainSpec, role: str) -> str | None:
+    """A message naming the first folder of ``spec`` that does not exist (key and path), else ``None``.
+
+    Only the folders the config names (``root``, and a ``folder`` domain's ``image_dir`` /
+    ``mask_dir``): the layout below them is the readers' to check, with their own messages.
+    """
+    if spec.dataset == "synthetic":
+        return None
+    base = Path(spec.root).expanduser() if spec.root is not None else None
+    folders = [(f"{role}.root", base)] if base is not None else []
+    if spec.dataset == "folder":
+        for key in ("image_dir", "mask_dir"):
+            value = getattr(spec, key)
+            if value is not None:
+                folders.append((f"{role}.{key}", (base or Path()) / Path(value).expanduser()))
+    for key, folder in folders:
+        if not folder.is_dir():
+            return f"{key}: folder not found: {folder} is not a directory ({spec.dataset} data)"
+    return None

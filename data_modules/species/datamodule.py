@@ -88,6 +88,14 @@ class SpeciesDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    def check_folders(self, stage: str) -> None:
+        """The dataset root exists (the CLI asks before it writes anything); its layout is the readers'."""
+        root = self.hparams.root
+        if not self.is_synthetic and not Path(root).expanduser().is_dir():
+            raise FileNotFoundError(
+                f"data.init_args.root: folder not found: {root} is not a directory ({self.hparams.dataset} data)"
+            )
+
     @property
     def is_synthetic(self) -> bool:
         return self.hparams.dataset in SYNTHETIC_SETS

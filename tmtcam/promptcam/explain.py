@@ -24,13 +24,22 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from data_modules.species.transforms import SpeciesTransform, build_eval_transform
+from tmtcam.backbones.loading import WeightsError
 from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
 from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
-from tmtcam.training.checkpoint_compat import checkpoint_in
+from tmtcam.training.checkpoint_compat import CheckpointMismatch, checkpoint_in
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class ExplainInputError(ValueError):
+    """An argument or input file ``tmtcam explain`` cannot use; the message names it."""
+
+
+# printed as one line and exit code 2 by :func:`main`; anything else is a bug and keeps its traceback
+INPUT_ERRORS = (ExplainInputError, FileNotFoundError, CheckpointMismatch, WeightsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +88,7 @@ def load_image(path: Path, transform: SpeciesTransform) -> torch.Tensor:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot decode image {path}: {err}") from err
+        raise ExplainInputError(f"cannot decode image {path}: {err}") from err
     return transform(pixels).image
 
 
@@ -97,10 +106,33 @@ def evaluation_resize(ckpt: Path, image_size: int) -> int | None:
     return round(resize * image_size / trained_size)
 
 
+def promptcam_checkpoint(path: Path) -> Path:
+    """``--ckpt`` as given, or for a run dir its newest ``last*.ckpt`` of a ``method: promptcam`` model.
+
+    A demo's or sweep's folder also holds the baselines' checkpoints (``linear_probe/``, ``vpt/``),
+    which have no class prompts to explain; the newest checkpoint overall may be one of them.
+    """
+    if not path.is_dir():
+        return checkpoint_in(path, "--ckpt")
+    candidates = sorted(path.rglob("last*.ckpt"), key=lambda found: found.stat().st_mtime, reverse=True)
+    methods = {}
+    for candidate in candidates:
+        hyper_parameters = torch.load(candidate, map_location="cpu", weights_only=True, mmap=True).get(
+            "hyper_parameters", {}
+        )
+        methods[candidate] = hyper_parameters.get("method")
+        if methods[candidate] == "promptcam":
+            return candidate
+    if not candidates:
+        return checkpoint_in(path, "--ckpt")  # raises: no last.ckpt under the folder
+    found = ", ".join(f"{candidate.relative_to(path)} ({method})" for candidate, method in methods.items())
+    raise ExplainInputError(f"--ckpt: no method=promptcam checkpoint under the folder {path}; found {found}")
+
+
 def load_promptcam(ckpt: Path, device: str) -> tuple[PromptCAM, PromptCAMClassifier]:
     module = PromptCAMClassifier.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
     if not isinstance(module.model, PromptCAM):
-        raise ValueError(
+        raise ExplainInputError(
             f"--ckpt {ckpt} is a method={module.hparams.method!r} model; trait maps need method=promptcam"
         )
     return module.model.to(device), module
@@ -129,11 +161,22 @@ def write_gallery(out: Path, entries: list[tuple[str, str, str]]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``tmtcam explain``: exit 0, or 2 with one line naming the unusable argument or file."""
     args = build_parser().parse_args(argv)
-    ckpt = checkpoint_in(args.ckpt, "--ckpt")
+    try:
+        explain_folder(args)
+    except INPUT_ERRORS as error:
+        print(f"tmtcam explain: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def explain_folder(args: argparse.Namespace) -> Path:
+    """Write a grid per image and the gallery; returns the gallery's path."""
+    ckpt = promptcam_checkpoint(args.ckpt)
     model, module = load_promptcam(ckpt, args.device)
     if args.class_index is not None and not 0 <= args.class_index < model.num_classes:
-        raise ValueError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
+        raise ExplainInputError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
     top_k = min(args.top_k, model.backbone.num_heads)
     image_size = args.image_size or int(module.hparams.backbone.get("img_size", 224))
     transform = build_eval_transform(image_size, args.resize_size or evaluation_resize(ckpt, image_size))
@@ -156,4 +199,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     gallery = write_gallery(args.out, entries)
     print(f"explained {len(paths)} images -> {gallery}", file=sys.stderr)
-    return 0
+    return gallery

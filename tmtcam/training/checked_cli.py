@@ -24,7 +24,7 @@ from tmtcam.training.checkpoint_compat import (
     newest_last_checkpoint,
 )
 from tmtcam.training.guards import TrainingFault
-from tmtcam.training.preflight import ConfigError, check_devices, check_input_geometry
+from tmtcam.training.preflight import ConfigError, check_data_folders, check_devices, check_input_geometry
 
 # raised on purpose, with a message meant for the user (the CLI prints them without a traceback)
 USER_FACING_ERRORS = (ConfigError, TrainingFault, CheckpointMismatch, WeightsError)
@@ -69,6 +69,7 @@ class CheckedLightningCLI(LightningCLI):
             kind = "" if type(cause) in (ValueError, ConfigError) else f"{type(cause).__name__}: "
             raise ConfigError(f"{kind}{cause}") from error
         check_input_geometry(self.model, self.datamodule)
+        check_data_folders(self.datamodule, self.subcommand)
 
 
 def resolve_last_checkpoint(root: str | None) -> str:

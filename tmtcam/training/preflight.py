@@ -90,3 +90,18 @@ def training_image_side(datamodule: LightningDataModule | None) -> tuple[str, in
         if isinstance(value, int):
             return f"data.init_args.{name}", value
     return "", None
+
+
+def check_data_folders(datamodule: LightningDataModule | None, stage: str | None) -> None:
+    """The data folders the config names for ``stage`` exist, before loggers create the run dir.
+
+    A data module may declare ``check_folders(stage)``, raising ``FileNotFoundError`` that names
+    the config key and path; the layout inside a folder is left to the readers at setup.
+    """
+    check_folders = getattr(datamodule, "check_folders", None)
+    if stage is None or not callable(check_folders):
+        return
+    try:
+        check_folders(stage)
+    except FileNotFoundError as error:
+        raise ConfigError(f"FileNotFoundError: {error}") from error
