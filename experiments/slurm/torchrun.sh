@@ -9,7 +9,11 @@
 set -euo pipefail
 CONFIG=${1:?usage: torchrun.sh CONFIG.yaml [overrides...]}
 shift
-NPROC=${NPROC:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+NPROC=${NPROC:-$(nvidia-smi -L 2>/dev/null | wc -l || true)}  # one process per GPU unless NPROC is set
+if [ "${NPROC:-0}" -lt 1 ]; then
+  echo "torchrun.sh: no GPU found (nvidia-smi -L lists none); set NPROC=<processes> (on CPU also pass --trainer.accelerator cpu)" >&2
+  exit 2
+fi
 RUN_DIR=${RUN_DIR:-runs/$(basename "$(dirname "$CONFIG")")-$(basename "$CONFIG" .yaml)}  # runs/tmt-synthetic
 export WANDB_RUN_ID=${WANDB_RUN_ID:-tmtcam-$(basename "$RUN_DIR")}
 export WANDB_RESUME=allow
