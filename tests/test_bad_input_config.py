@@ -175,6 +175,13 @@ def test_device_requests_are_counted_like_lightning_counts_them():
         check_devices("cuda", [0, 1, 2], available=2)
     with pytest.raises(ConfigError, match="Use --trainer.accelerator cpu"):
         check_devices("gpu", "auto", available=0)
+    with pytest.raises(
+        ConfigError, match="trainer.devices=8 with trainer.accelerator=auto: this machine has no GPU"
+    ):
+        check_devices("auto", 8, available=0)  # a GPU config on a laptop: not 8 CPU processes by surprise
+    check_devices("auto", 1, available=0)
+    check_devices("auto", "auto", available=0)
+    check_devices("auto", 8, available=8)
 
 
 def test_ckpt_path_last_with_nothing_to_resume_is_an_error_not_a_fresh_start(tmp_path, capsys, monkeypatch):

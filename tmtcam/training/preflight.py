@@ -38,11 +38,22 @@ def requested_devices(devices: Any) -> int | None:
 
 
 def check_devices(accelerator: Any, devices: Any, available: int | None = None) -> None:
-    """Reject asking a GPU accelerator for more GPUs than the machine has, naming both keys."""
-    if str(accelerator) not in GPU_ACCELERATORS:
-        return  # CPU "devices" are processes: any number runs
+    """Reject asking a GPU accelerator for more GPUs than the machine has, naming both keys.
+
+    ``accelerator: auto`` (the real-data configs) with several devices on a machine without a GPU
+    would quietly start that many CPU processes; that is refused too, unless asked for by
+    ``accelerator: cpu``.
+    """
     count = torch.cuda.device_count() if available is None else available
     wanted = requested_devices(devices)
+    if str(accelerator) == "auto" and count == 0 and wanted is not None and wanted > 1:
+        raise ConfigError(
+            f"trainer.devices={devices} with trainer.accelerator=auto: this machine has no GPU, so that "
+            f"would start {wanted} CPU processes. Use --trainer.devices 1, or say --trainer.accelerator cpu "
+            f"--trainer.strategy ddp to run {wanted} CPU processes on purpose"
+        )
+    if str(accelerator) not in GPU_ACCELERATORS:
+        return  # CPU "devices" are processes: any number runs
     if count == 0 or (wanted is not None and wanted > count):
         raise ConfigError(
             f"trainer.devices={devices} with trainer.accelerator={accelerator} needs "
