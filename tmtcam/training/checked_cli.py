@@ -33,7 +33,8 @@ CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFound
 
 
 class CheckedLightningCLI(LightningCLI):
-    """``LightningCLI`` plus checkpoint, device, input-geometry and constructor-error checks (module doc)."""
+    """``LightningCLI`` plus checkpoint, fresh-run-dir, device, input-geometry, data-folder and
+    constructor-error checks (module doc), all before the trainer writes anything."""
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Check ``--ckpt_path`` against the model *as configured*, before its hyper-parameters replace it."""
