@@ -203,3 +203,29 @@ def test_display_undoes_the_normalisation():
     mask = np.zeros((32, 32), np.uint8)
     normalised, _ = build_eval_transform()(image, mask)
     assert np.abs(denormalize(normalised).astype(int) - image).max() <= 1  # what logged images show
+
+
+def test_check_folders_names_the_domain_each_stage_reads(tmp_path: Path):
+    """fit reads source, target and target_val; validate target_val; test/predict target_test."""
+    (tmp_path / "gta5").mkdir()
+    data = DomainPairDataModule(
+        {"dataset": "gta5", "root": str(tmp_path / "gta5")},
+        {"dataset": "cityscapes", "root": str(tmp_path / "cityscapes")},
+        target_test={"dataset": "acdc", "root": str(tmp_path / "acdc")},
+    )
+    with pytest.raises(
+        FileNotFoundError, match=r"^data\.init_args\.target\.root: folder not found: .*cityscapes"
+    ):
+        data.check_folders("fit")
+    with pytest.raises(FileNotFoundError, match=r"^data\.init_args\.target_val\.root: folder not found"):
+        data.check_folders("validate")
+    with pytest.raises(
+        FileNotFoundError, match=r"^data\.init_args\.target_test\.root: folder not found: .*acdc"
+    ):
+        data.check_folders("test")
+    (tmp_path / "cityscapes").mkdir()
+    data.check_folders("fit")
+    synthetic = DomainPairDataModule(
+        {"dataset": "synthetic", "pair": "day_to_night"}, {"dataset": "synthetic", "pair": "day_to_night"}
+    )
+    synthetic.check_folders("fit")  # nothing on disk to check
