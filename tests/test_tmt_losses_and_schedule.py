@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_configs import TINY_BACKBONE
 from torch.utils.data import DataLoader, Dataset
 
 from tmtcam.tasks import TMTSegmentation
@@ -17,14 +18,7 @@ from tmtcam.tmt.segmenter import pixel_priority
 from tmtcam.tmt.sliding_window import sliding_window_logits
 from tmtcam.training.schedules import warmup_cosine_factor
 
-TINY = {
-    "model_name": "vit_tiny_patch16_224",
-    "patch_size": 8,
-    "embed_dim": 48,
-    "depth": 4,
-    "num_heads": 3,
-    "img_size": 32,
-}
+TINY = dict(TINY_BACKBONE, depth=4)  # TMA and the cluster layer need a few blocks
 
 
 def test_masked_cross_entropy_by_hand() -> None:

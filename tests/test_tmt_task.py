@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from tiny_configs import TINY_BACKBONE
 
 from data_modules.segmentation import DomainPairDataModule
 from tmtcam.tasks import TMTSegmentation
@@ -17,14 +18,7 @@ from tmtcam.tmt import METHODS
 from tmtcam.tmt.transferability import discriminator_loss, region_pool
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
 
-TINY = {
-    "model_name": "vit_tiny_patch16_224",
-    "patch_size": 8,
-    "embed_dim": 48,
-    "depth": 4,
-    "num_heads": 3,
-    "img_size": 32,
-}
+TINY = dict(TINY_BACKBONE, depth=4)  # TMA and the cluster layer need a few blocks
 
 
 def pair_batch(batch: int = 2, size: int = 32, classes: int = 4) -> dict:
