@@ -57,10 +57,6 @@ def test_pretraining_step_trains_every_term_and_needs_part_masks():
     terms, outputs = module.losses(batch)
     assert set(terms) == {"part", "global", "dense"}
     assert outputs["parts"].tolist() == [1, 1, 2, 2] * 2
-    with torch.no_grad():  # a global head that always answers "red" and "short": right in 1 of 4 slots
-        module.global_head.weight.zero_()
-        module.global_head.bias.copy_(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0]))
-        assert module.losses(batch)[1]["attribute_acc"].item() == pytest.approx(0.25)
     sum(terms.values()).backward()
     for layer in (
         module.backbone.vit.blocks[0].attn.qkv,
@@ -71,3 +67,7 @@ def test_pretraining_step_trains_every_term_and_needs_part_masks():
         assert layer.weight.grad.abs().sum() > 0
     with pytest.raises(KeyError, match="part_masks"):
         module.losses({"image": batch["image"], "attributes": batch["attributes"]})
+    with torch.no_grad():  # a global head that always answers "red" and "short": right in 1 of 4 slots
+        module.global_head.weight.zero_()
+        module.global_head.bias.copy_(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0]))
+        assert module.losses(batch)[1]["attribute_acc"].item() == pytest.approx(0.25)
