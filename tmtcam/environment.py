@@ -10,14 +10,15 @@ eval forward of the small TMT segmenter took 2.46 s with spinning threads and 0.
 ones. It must be set before torch or faiss is loaded, which is why the entry points set it first.
 
 :func:`idle_cores` tells a CPU demo how many torch threads it can use without fighting other jobs.
-:func:`gpu_unavailable` tells a demo, before it builds anything, that ``--accelerator gpu`` cannot run.
+:func:`parse_on_this_machine` refuses a demo's ``--accelerator gpu`` before it builds anything when no GPU is visible.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -36,6 +37,22 @@ def apply_offline_defaults() -> None:
         os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def add_accelerator_option(
+    parser: argparse.ArgumentParser, default: str = "cpu", help: str = "one GPU or the CPU"
+) -> None:
+    """The demos' and benchmarks' ``--accelerator {cpu,gpu}``; parse with :func:`parse_on_this_machine`."""
+    parser.add_argument("--accelerator", default=default, choices=("cpu", "gpu"), help=help)
+
+
+def parse_on_this_machine(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, then refuse ``--accelerator gpu`` without a GPU as argparse refuses a
+    bad value (exit 2, the option named), before anything is built."""
+    args = parser.parse_args(argv)
+    if reason := gpu_unavailable(args.accelerator):
+        parser.error(reason)
+    return args
 
 
 def gpu_unavailable(accelerator: str) -> str | None:

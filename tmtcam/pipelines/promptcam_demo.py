@@ -37,7 +37,7 @@ from PIL import Image
 
 from data_modules.species import SpeciesDataModule
 from tmtcam.bench.measure import time_interleaved
-from tmtcam.environment import gpu_unavailable, idle_cores
+from tmtcam.environment import add_accelerator_option, idle_cores, parse_on_this_machine
 from tmtcam.promptcam.evaluation import (
     accuracy,
     choose_top_k,
@@ -70,11 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: idle cores)")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument(
-        "--accelerator",
-        default="cpu",
-        choices=("cpu", "gpu"),
-        help="where training and evaluation run (gpu: one GPU; the renders stay on the CPU)",
+    add_accelerator_option(
+        parser, help="where training and evaluation run (gpu: one GPU; the renders stay on the CPU)"
     )
     parser.add_argument("--pretrain-images", type=int, default=None, help="default: the data module's")
     # Measured (seed 0): prompts need many epochs (12 -> 30 epochs: accuracy 0.41 -> 0.52, pointing
@@ -279,10 +276,7 @@ def time_head_ranking(model: torch.nn.Module, images: torch.Tensor, top_k: int) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if reason := gpu_unavailable(args.accelerator):
-        parser.error(reason)
+    args = parse_on_this_machine(build_parser(), argv)
     start = time.perf_counter()
     torch.set_num_threads(args.threads or idle_cores())
     seed_everything(args.seed, verbose=False)

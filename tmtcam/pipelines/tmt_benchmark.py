@@ -23,7 +23,7 @@ from rich.console import Console
 
 from data_modules.segmentation import SYNTHETIC_PAIRS
 from tmtcam.bench.report import machine_line, markdown_table, write_json, write_section
-from tmtcam.environment import gpu_unavailable
+from tmtcam.environment import add_accelerator_option, parse_on_this_machine
 from tmtcam.pipelines.quiet import quiet_lightning
 from tmtcam.pipelines.tmt_runs import Budget, adapt_and_test, budget_dict, pretrain_source, test_source_model
 from tmtcam.tmt import METHODS
@@ -54,18 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=Path("runs/bench/tmt_accuracy.json"))
     parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
     parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
-    parser.add_argument(
-        "--accelerator", default=Budget.accelerator, choices=("cpu", "gpu"), help="one GPU or the CPU"
-    )
+    add_accelerator_option(parser, default=Budget.accelerator)
     parser.add_argument("--target-images", type=int, default=Budget.few_target_images)
     parser.add_argument(
         "--unlabelled-target", action="store_true", help="unsupervised adaptation: no target masks"
     )
     parser.add_argument("--section", default="tmt-accuracy", help="docs/benchmarks.md section name")
-    args = parser.parse_args(argv)
-    if reason := gpu_unavailable(args.accelerator):
-        parser.error(reason)
-    return args
+    return parse_on_this_machine(parser, argv)
 
 
 def mean_std(values: list[float]) -> str:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from data_modules.segmentation import SYNTHETIC_PAIRS
 from tmtcam.bench.report import write_json
-from tmtcam.environment import gpu_unavailable
+from tmtcam.environment import add_accelerator_option, parse_on_this_machine
 from tmtcam.pipelines.quiet import quiet_lightning
 from tmtcam.pipelines.tmt_runs import (
     Budget,
@@ -39,13 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
     parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
-    parser.add_argument(
-        "--accelerator", default=Budget.accelerator, choices=("cpu", "gpu"), help="one GPU or the CPU"
-    )
-    args = parser.parse_args(argv)
-    if reason := gpu_unavailable(args.accelerator):
-        parser.error(reason)
-    return args
+    add_accelerator_option(parser, default=Budget.accelerator)
+    return parse_on_this_machine(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
