@@ -125,15 +125,15 @@ class PromptCAMClassifier(LightningModule):
         )
         # the backbone (and its weights file) is built now even when the class count waits for the
         # data: a missing or corrupt weights file is then refused before the trainer writes anything
-        self._backbone: ViTBackbone | None = build_backbone(dict(backbone))
-        if num_classes is not None:
-            self._build(num_classes)
+        self._pending_backbone: ViTBackbone | None = None
+        if num_classes is None:
+            self._pending_backbone = build_backbone(dict(backbone))  # finished at setup
+        else:
+            self._build(num_classes, build_backbone(dict(backbone)))
 
     # ------------------------------------------------------------------ construction
-    def _build(self, num_classes: int) -> None:
+    def _build(self, num_classes: int, backbone: ViTBackbone) -> None:
         hp = self.hparams
-        backbone = self._backbone if self._backbone is not None else build_backbone(dict(hp.backbone))
-        self._backbone = None
         self.model = build_classifier(
             hp.method,
             backbone,
@@ -158,7 +158,8 @@ class PromptCAMClassifier(LightningModule):
                     "model.init_args.num_classes is not set and the data module has no `num_classes`; set one of them"
                 )
             self.hparams.num_classes = int(data_classes)
-            self._build(int(data_classes))
+            self._build(int(data_classes), self._pending_backbone)
+            self._pending_backbone = None
         elif data_classes is not None and int(data_classes) != self.hparams.num_classes:
             raise ValueError(
                 f"model.init_args.num_classes={self.hparams.num_classes} but the data module has {data_classes} classes"
