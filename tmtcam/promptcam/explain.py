@@ -29,7 +29,7 @@ from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
 from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
-from tmtcam.training.checkpoint_compat import CheckpointMismatch, checkpoint_in
+from tmtcam.training.checkpoint_compat import CheckpointMismatch, checkpoint_in, last_checkpoints
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -112,9 +112,9 @@ def promptcam_checkpoint(path: Path) -> Path:
     A demo's or sweep's folder also holds the baselines' checkpoints (``linear_probe/``, ``vpt/``),
     which have no class prompts to explain; the newest checkpoint overall may be one of them.
     """
-    if not path.is_dir():
-        return checkpoint_in(path, "--ckpt")
-    candidates = sorted(path.rglob("last*.ckpt"), key=lambda found: found.stat().st_mtime, reverse=True)
+    candidates = last_checkpoints(path) if path.is_dir() else []
+    if not candidates:
+        return checkpoint_in(path, "--ckpt")  # the file as given, or the error naming what is missing
     methods = {}
     for candidate in candidates:
         hyper_parameters = torch.load(candidate, map_location="cpu", weights_only=True, mmap=True).get(
@@ -123,8 +123,6 @@ def promptcam_checkpoint(path: Path) -> Path:
         methods[candidate] = hyper_parameters.get("method")
         if methods[candidate] == "promptcam":
             return candidate
-    if not candidates:
-        return checkpoint_in(path, "--ckpt")  # raises: no last.ckpt under the folder
     found = ", ".join(f"{candidate.relative_to(path)} ({method})" for candidate, method in methods.items())
     raise ExplainInputError(f"--ckpt: no method=promptcam checkpoint under the folder {path}; found {found}")
 

@@ -95,14 +95,19 @@ def shape_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[tup
     return out
 
 
-def newest_last_checkpoint(root: str | Path) -> Path | None:
-    """The newest ``last*.ckpt`` anywhere under the run dir ``root`` (None if there is none).
+def last_checkpoints(root: str | Path) -> list[Path]:
+    """Every ``last*.ckpt`` anywhere under the run dir ``root``, newest first.
 
     Loggers put checkpoints in per-run folders (``<root>/<project>/<wandb id>/checkpoints``,
     ``<root>/lightning_logs/version_N/checkpoints``), so a run dir is searched, not one folder.
     """
-    found = sorted(Path(root).rglob("last*.ckpt"), key=lambda path: path.stat().st_mtime)
-    return found[-1] if found else None
+    return sorted(Path(root).rglob("last*.ckpt"), key=lambda path: path.stat().st_mtime, reverse=True)
+
+
+def newest_last_checkpoint(root: str | Path) -> Path | None:
+    """The newest ``last*.ckpt`` anywhere under the run dir ``root`` (None if there is none)."""
+    found = last_checkpoints(root)
+    return found[0] if found else None
 
 
 def checkpoint_in(path: str | Path, key: str) -> Path:
