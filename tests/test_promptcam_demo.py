@@ -46,10 +46,19 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
     assert ranking["batched_ms"] > 0 and ranking["naive_ms"] > 0 and summary["seconds"] > 0
     assert list(summary["promptcam_by_head_count"]) == [str(k) for k in range(1, 7)]
     assert summary["top_k"]["chosen_by"] == "validation pointing game" and 1 <= summary["top_k"]["heads"] <= 6
+    chosen = summary["promptcam_by_head_count"][str(summary["top_k"]["heads"])]  # same test images, same k
+    assert summary["pointing_game"]["promptcam"] == chosen["pointing_game"]
+    assert summary["mass_in_trait"]["promptcam"] == chosen["mass_in_trait"]
     assert "head ranking per image" in capsys.readouterr().out
 
     assert main(["--out", str(out), *TINY_RUN]) == 0  # second run: the pre-trained backbone is reused
     assert "[pretrain] reusing" in capsys.readouterr().out
+    rerun = json.loads((out / "summary.json").read_text())
+    timings = ("seconds", "head_ranking")
+    # every stage seeds itself, so skipping pre-training leaves the prompts' and probe's results unchanged
+    assert {k: v for k, v in rerun.items() if k not in timings} == {
+        k: v for k, v in summary.items() if k not in timings
+    }
 
     images = tmp_path / "images"
     images.mkdir()

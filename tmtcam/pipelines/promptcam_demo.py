@@ -179,6 +179,7 @@ def pretrained_backbone(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[pretrain] reusing {weights}")
         return dict(config, weights=str(weights))
     start = time.perf_counter()
+    seed_everything(args.seed, verbose=False)
     data = _data("synthetic_random", args, args.pretrain_images, batch_size=32)
     data.setup("fit")
     module = AttributePretraining(config, data.attribute_names, data.part_names, lr=args.pretrain_lr)
@@ -202,6 +203,12 @@ def fit_classifier(
     epochs: int,
     lr: float,
 ) -> PromptCAMClassifier:
+    """Train one classifier on the frozen backbone, seeded afresh.
+
+    Every stage seeds itself so that its result does not depend on which stages ran before it in this
+    process: a rerun that reuses the cached backbone reproduces the first run's prompts and probe.
+    """
+    seed_everything(args.seed, verbose=False)
     module = PromptCAMClassifier(
         backbone,
         method=method,
@@ -279,7 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_on_this_machine(build_parser(), argv)
     start = time.perf_counter()
     torch.set_num_threads(args.threads or idle_cores())
-    seed_everything(args.seed, verbose=False)
     args.out.mkdir(parents=True, exist_ok=True)
 
     backbone = pretrained_backbone(args)
