@@ -146,3 +146,18 @@ def test_cluster_many_equals_one_k_at_a_time(backend):
 def test_cluster_many_rejects_empty_or_non_positive_k(backend, ks):
     with pytest.raises(ValueError, match="one or more positive k"):
         backend().cluster_many(torch.randn(2, 10, 3), ks)
+
+
+@pytest.mark.parametrize("backend", [TorchKMeans, FaissKMeans] if faiss_available() else [TorchKMeans])
+def test_an_images_clusters_do_not_depend_on_the_rest_of_the_batch(backend):
+    # TMT clusters every image of a batch at once; an image's regions (and so its prediction) must not
+    # change with the batch size, its place in the batch or the other images in it.
+    generator = torch.Generator().manual_seed(5)
+    image = torch.randn(1, 64, 8, generator=generator)  # no planted structure: the seeding decides
+    others = torch.randn(3, 64, 8, generator=generator)
+    alone = backend(seed=1)(image, 6)
+    in_batch = backend(seed=1)(torch.cat([others[:2], image, others[2:]]), 6)
+    assert torch.equal(in_batch.labels[2], alone.labels[0])
+    assert torch.allclose(in_batch.centroids[2], alone.centroids[0], atol=1e-6)
+    different_seed = backend(seed=2)(image, 6)
+    assert not torch.equal(different_seed.labels, alone.labels)  # the seed still matters

@@ -81,8 +81,7 @@ class FaissKMeans:
         on_gpu = self.use_gpu if self.use_gpu is not None else (x.is_cuda and faiss_gpu_available())
         # faiss's own init is a uniform random pick, which often merges two true clusters; seed it with
         # k-means++ (computed batched) so both backends start alike and converge alike
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        seeds = kmeans_plus_plus(x, max(ks), generator).cpu().numpy()
+        seeds = kmeans_plus_plus(x, max(ks), self.seed).cpu().numpy()
         host = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
         return [self._cluster(x, host, seeds[:, :k], k, on_gpu) for k in ks]
 

@@ -34,8 +34,8 @@ class TorchKMeans:
     def cluster_many(self, points: torch.Tensor, ks: Sequence[int]) -> list[KMeansResult]:
         """k-means for every k in ``ks`` at once, each result as if clustered alone.
 
-        One k-means++ seeding for the largest k serves all: drawn from a generator seeded the same
-        way, its first k centres are exactly a k-only seeding. Then one Lloyd loop runs every
+        One k-means++ seeding for the largest k serves all: drawn from the same seed, its first k
+        centres are exactly a k-only seeding. Then one Lloyd loop runs every
         (k, image) problem as a batch, the centroids past a problem's k masked out. On a GPU this
         is bound by kernel launches, not arithmetic, so one set of launches instead of one per k
         pays: TMT's k in {8, 12, 16} on 8 x 1024 x 770 points took 34.6 ms one k at a time and
@@ -44,8 +44,7 @@ class TorchKMeans:
         ks = validate_ks(ks)
         k_max = max(ks)
         x = validate_points(points, k_max)
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        seeds = kmeans_plus_plus(x, k_max, generator)
+        seeds = kmeans_plus_plus(x, k_max, self.seed)
         batch = x.shape[0]
         stacked, centroids, valid = x, seeds, None  # one k: nothing to stack or mask
         if len(ks) > 1:
@@ -71,18 +70,29 @@ class TorchKMeans:
         ]
 
 
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding per image: each next centre drawn with probability ∝ squared distance."""
+def kmeans_plus_plus(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """k-means++ seeding per image: each next centre drawn with probability ∝ squared distance.
+
+    Every image uses the same k uniform draws (from a CPU generator seeded with ``seed``), turned
+    into a point by inverse-CDF sampling over its own distances. So an image's centres depend on its
+    own points and ``seed`` only, not on the other images in the batch, its place in the batch or the
+    device: TMT's regions, and so its predictions, are the same at any batch size or number of ranks.
+    """
     batch, num_points, _ = x.shape
+    draws = torch.rand(k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    draws = draws.to(x.device)
     rows = torch.arange(batch, device=x.device)
-    first = torch.randint(num_points, (batch,), generator=generator, device=x.device)
+    first = (draws[0] * num_points).long().clamp_max(num_points - 1).expand(batch)
     centroids = [x[rows, first]]
     closest = _squared_distance(x, centroids[0])
-    for _ in range(1, k):
-        weights = closest.clamp_min(0)
+    for draw in draws[1:]:
+        weights = closest.clamp_min(0).double()
         # identical points everywhere: fall back to uniform sampling rather than dividing by zero
         weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
-        pick = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        cumulative = weights.cumsum(1)
+        target = (draw * cumulative[:, -1:]).contiguous()
+        # the first point whose cumulative weight exceeds the draw; zero-weight points are never hit
+        pick = torch.searchsorted(cumulative, target, right=True).squeeze(1).clamp_max(num_points - 1)
         centroids.append(x[rows, pick])
         closest = torch.minimum(closest, _squared_distance(x, centroids[-1]))
     return torch.stack(centroids, dim=1)
