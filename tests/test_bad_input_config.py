@@ -15,7 +15,7 @@ import pytest
 import torch
 from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
 
-from tmtcam.training.preflight import ConfigError, check_devices, requested_devices
+from tmtcam.training.preflight import ConfigError, check_devices, check_schedule_length, requested_devices
 
 
 def fit(tmp_path: Path, config: dict, *extra: str) -> list[str]:
@@ -203,3 +203,17 @@ def test_accelerator_gpu_without_a_gpu_is_refused_before_any_work(tmp_path, monk
     assert exit_info.value.code == 2
     assert "--accelerator gpu: no CUDA GPU is visible" in err and "--accelerator cpu" in err
     assert not out.exists(), "a refused run must not write anything"
+
+
+def test_a_model_lr_schedule_shorter_than_the_run_is_refused(tmp_path, capsys, monkeypatch):
+    # the paper's 130 epochs by `--trainer.max_epochs 130` on a 100-epoch schedule: 30 epochs at LR 0
+    config = Path(__file__).parents[1] / "experiments" / "promptcam" / "synthetic.yaml"
+    args = ["fit", "--config", str(config), "--model.init_args.max_epochs", "3", "--trainer.max_epochs", "5",
+            "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    code, err = run_cli(args, capsys, monkeypatch)
+    assert_refused(
+        tmp_path, code, err, "model.init_args.max_epochs=3", "trainer.max_epochs=5", "last 2 epochs"
+    )
+    check_schedule_length(5, 5)
+    check_schedule_length(8, 5)  # a longer schedule: the run stops mid-cosine, on purpose
+    check_schedule_length(None, 5)  # the schedule follows the trainer

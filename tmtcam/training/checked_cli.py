@@ -24,7 +24,13 @@ from tmtcam.training.checkpoint_compat import (
     newest_last_checkpoint,
 )
 from tmtcam.training.guards import TrainingFault
-from tmtcam.training.preflight import ConfigError, check_data_folders, check_devices, check_input_geometry
+from tmtcam.training.preflight import (
+    ConfigError,
+    check_data_folders,
+    check_devices,
+    check_input_geometry,
+    check_schedule_length,
+)
 
 # raised on purpose, with a message meant for the user (the CLI prints them without a traceback)
 USER_FACING_ERRORS = (ConfigError, TrainingFault, CheckpointMismatch, WeightsError)
@@ -33,8 +39,8 @@ CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFound
 
 
 class CheckedLightningCLI(LightningCLI):
-    """``LightningCLI`` plus checkpoint, fresh-run-dir, device, input-geometry, data-folder and
-    constructor-error checks (module doc), all before the trainer writes anything."""
+    """``LightningCLI`` plus checkpoint, fresh-run-dir, device, LR-schedule-length, input-geometry,
+    data-folder and constructor-error checks (module doc), all before the trainer writes anything."""
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Check ``--ckpt_path`` against the model *as configured*, before its hyper-parameters replace it."""
@@ -55,6 +61,8 @@ class CheckedLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_devices(config.trainer.accelerator, config.trainer.devices)
+        model_args = (config.get("model") or {}).get("init_args") or {}
+        check_schedule_length(model_args.get("max_epochs"), config.trainer.get("max_epochs"))
         if self.subcommand == "fit":
             check_fresh_run_dir(config.trainer.get("default_root_dir"), config.get("ckpt_path"))
         if self._root_dir_on_command_line and config.trainer.get("default_root_dir"):

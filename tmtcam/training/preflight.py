@@ -63,6 +63,23 @@ def check_devices(accelerator: Any, devices: Any, available: int | None = None) 
         )
 
 
+def check_schedule_length(model_max_epochs: Any, trainer_max_epochs: Any) -> None:
+    """A model's own LR-schedule length (``model.init_args.max_epochs``) must cover the trainer's run.
+
+    A longer schedule is allowed (a run stopped early ends mid-cosine), a shorter one is not: the
+    cosine would reach 0 there and the remaining epochs would train at learning rate 0, silently.
+    """
+    if not isinstance(model_max_epochs, int) or not isinstance(trainer_max_epochs, int):
+        return
+    if trainer_max_epochs > model_max_epochs:
+        raise ConfigError(
+            f"model.init_args.max_epochs={model_max_epochs} is shorter than trainer.max_epochs="
+            f"{trainer_max_epochs}: the learning rate would be 0 for the last "
+            f"{trainer_max_epochs - model_max_epochs} epochs. Leave model.init_args.max_epochs unset "
+            f"(the schedule then follows trainer.max_epochs) or set it to {trainer_max_epochs}"
+        )
+
+
 def check_input_geometry(model: LightningModule, datamodule: LightningDataModule | None) -> None:
     """The data's training image side must tile into patches, and the model must accept that size.
 
