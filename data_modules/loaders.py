@@ -19,16 +19,29 @@ def seed_worker_transform(worker_id: int) -> None:
     training set) is unwrapped to the dataset that owns the transform.
     """
     info = get_worker_info()
-    dataset = info.dataset
+    _transform_owner(info.dataset).transform.reseed(info.seed % 2**32)
+
+
+def _transform_owner(dataset: Dataset) -> Dataset:
+    """The dataset that owns the transform (a split carved from a training set is a ``Subset``)."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    dataset.transform.reseed(info.seed % 2**32)
+    return dataset
 
 
 def seeded_loader(
     dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool, seed: int
 ) -> DataLoader:
-    """A DataLoader whose order (when shuffled) and augmentations depend only on ``seed``."""
+    """A DataLoader whose order (when shuffled) and augmentations depend only on ``seed`` and
+    ``num_workers`` (with workers, each augments from its own stream, as in any PyTorch loader).
+
+    Every training loader restarts the augmentation stream: workers are seeded from this loader's
+    generator, and without workers the transform is reseeded here. So a second ``fit`` on the same
+    data module (the demo trains prompts, then a probe) augments as it would have alone, not
+    continuing where the first left off.
+    """
+    if shuffle and num_workers == 0:
+        _transform_owner(dataset).transform.reseed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -3,8 +3,10 @@
 Training yields ``{"source": batch, "target": batch}`` from a Lightning ``CombinedLoader`` in
 ``max_size_cycle`` mode: an epoch runs over the larger domain and the smaller one cycles, so a few
 labelled target images keep flowing beside a large source set. Validation, test and predict use
-the target domain only. Augmentation is reproducible: each DataLoader worker reseeds its copy of
-the albumentations pipeline from the worker seed torch derives from the global seed.
+the target domain only. Shuffling and augmentation follow this module's ``seed`` (not
+``seed_everything``, which seeds the model): each loader has its own generator, and each DataLoader
+worker reseeds its copy of the albumentations pipeline from it (:mod:`data_modules.loaders`). A
+sweep over seeds changes both ``seed_everything`` and ``data.init_args.seed``.
 """
 
 from __future__ import annotations

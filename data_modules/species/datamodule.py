@@ -2,8 +2,10 @@
 
 Validation is carved from the *training* split (stratified per class, fixed by ``seed``) so model
 selection never looks at the test set; ``test`` and ``predict`` use the official test split.
-Augmentation randomness is reproducible: each DataLoader worker reseeds its albumentations
-pipeline from the worker seed torch derives from the global seed (``seed_everything``).
+Shuffling and augmentation follow this module's ``seed`` (not ``seed_everything``, which seeds the
+model): each loader has its own generator, and each DataLoader worker reseeds its albumentations
+pipeline from it (:mod:`data_modules.loaders`). A sweep over seeds changes both ``seed_everything``
+and ``data.init_args.seed`` (which also re-carves the validation split).
 """
 
 from __future__ import annotations

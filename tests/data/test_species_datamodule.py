@@ -102,6 +102,17 @@ def test_training_batches_reproducible_with_workers():
     assert a["path"] == b["path"] and torch.equal(a["image"], b["image"])
 
 
+def test_each_training_loader_restarts_the_augmentation_stream():
+    # the demo fits prompts, then a probe, on one data module: the probe must augment as if alone
+    module = synthetic_module(resize_size=40)
+    module.setup()
+    first = next(iter(module.train_dataloader()))
+    for _ in module.train_dataloader():  # a whole epoch, as an earlier fit would draw
+        pass
+    again = next(iter(module.train_dataloader()))
+    assert again["path"] == first["path"] and torch.equal(again["image"], first["image"])
+
+
 def test_pretrain_module_has_forty_species_and_attributes():
     module = SpeciesDataModule("synthetic_pretrain", image_size=32, num_train_images=80, num_test_images=40)
     module.setup()
