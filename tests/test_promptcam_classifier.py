@@ -13,6 +13,7 @@ from tmtcam.promptcam.evaluation import pointing_tolerance
 from tmtcam.promptcam.saliency_baselines import grad_cam_maps
 from tmtcam.tasks import promptcam_classifier
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier, build_backbone
+from tmtcam.training.checkpoint_compat import CheckpointMismatch
 from tmtcam.training.schedules import warmup_cosine_factor
 
 TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
@@ -150,6 +151,21 @@ def test_checkpoint_holds_no_backbone_and_reloads_to_identical_logits(tmp_path, 
     with torch.no_grad():
         assert torch.equal(module(images), restored(images))
     assert not restored.model.backbone.training
+
+
+def test_a_checkpoint_refuses_a_replaced_backbone_weights_file(tmp_path, backbone_config):
+    # the prompts are only meaningful on the backbone they were trained on; the file is rebuilt from
+    # its path on load, so a file rewritten since (another pre-training) must be refused, not used
+    module = PromptCAMClassifier(backbone_config, num_classes=4, warmup_epochs=1, heatmap_images=0)
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=ColourData())
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    PromptCAMClassifier.load_from_checkpoint(path)  # same file: loads
+    torch.manual_seed(1)
+    torch.save(ViTBackbone(**TINY).vit.state_dict(), backbone_config["weights"])  # same shapes, new values
+    with pytest.raises(CheckpointMismatch, match=r"backbone weights in .*backbone.pth .* was replaced"):
+        PromptCAMClassifier.load_from_checkpoint(path)
 
 
 @pytest.mark.parametrize("optimizer,kind", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])

@@ -167,6 +167,7 @@ def pretrained_backbone(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.pretrain_epochs,
         "lr": args.pretrain_lr,
         "seed": args.seed,
+        "accelerator": args.accelerator,  # a GPU-trained backbone differs numerically from a CPU one
     }
     weights = args.out / "pretrained_backbone.pth"
     record = args.out / "pretrained_backbone.json"

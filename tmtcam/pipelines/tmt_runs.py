@@ -60,7 +60,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     """Stage 1 (cached): a segmenter trained on the source domain only; returns its weights file.
 
     The cache is reused only if ``<file>.json`` records the same stage-1 settings (model, steps,
-    images, batch, crop, lr); otherwise the model is trained again and the file replaced, so a run
+    images, batch, crop, lr, accelerator); otherwise the model is trained again and the file replaced, so a run
     with another ``--source-steps`` never reports on a model trained with a different budget. The
     file name stays ``source_<pair>_seed<seed>.pt`` because configs point at it.
     Seeded before the model is built, so its initial weights do not depend on what ran earlier in
@@ -71,7 +71,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     settings = {
         "backbone": SMALL_VIT, "pair": pair, "seed": seed, "steps": budget.source_steps,
         "images": budget.source_images, "batch_size": budget.batch_size, "crop_size": budget.crop_size,
-        "lr": budget.lr,
+        "lr": budget.lr, "accelerator": budget.accelerator,  # a GPU-trained model differs numerically
     }  # fmt: skip
     if path.exists() and record.exists() and json.loads(record.read_text()) == settings:
         return path

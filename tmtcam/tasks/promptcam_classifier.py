@@ -41,7 +41,13 @@ from tmtcam.promptcam.model import FrozenBackboneModel, PromptCAM
 from tmtcam.promptcam.rendering import explanation_rows
 from tmtcam.promptcam.saliency_baselines import grad_cam_maps
 from tmtcam.promptcam.trait_maps import explain_batch
-from tmtcam.training.checkpoint_compat import check_checkpoint, stamp_checkpoint
+from tmtcam.training.checkpoint_compat import (
+    check_backbone_weights,
+    check_checkpoint,
+    file_sha256,
+    stamp_backbone_weights,
+    stamp_checkpoint,
+)
 from tmtcam.training.schedules import warmup_cosine
 from tmtcam.viz.heatmaps import denormalize, heatmap_row, stack_rows
 from tmtcam.viz.image_logging import log_images
@@ -126,10 +132,13 @@ class PromptCAMClassifier(LightningModule):
         # the backbone (and its weights file) is built now even when the class count waits for the
         # data: a missing or corrupt weights file is then refused before the trainer writes anything
         self._pending_backbone: ViTBackbone | None = None
+        built = build_backbone(dict(backbone))  # refuses a missing or corrupt weights file
+        weights = backbone.get("weights")
+        self._weights_sha256 = file_sha256(weights) if weights else None  # checked against checkpoints
         if num_classes is None:
-            self._pending_backbone = build_backbone(dict(backbone))  # finished at setup
+            self._pending_backbone = built  # finished at setup
         else:
-            self._build(num_classes, build_backbone(dict(backbone)))
+            self._build(num_classes, built)
 
     # ------------------------------------------------------------------ construction
     def _build(self, num_classes: int, backbone: ViTBackbone) -> None:
@@ -306,6 +315,7 @@ class PromptCAMClassifier(LightningModule):
         for name in [name for name in state if name.startswith(BACKBONE_PREFIX)]:
             del state[name]
         stamp_checkpoint(checkpoint, self, self.hparams.num_classes)
+        stamp_backbone_weights(checkpoint, self.hparams.backbone.get("weights"), self._weights_sha256)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put back the rebuilt backbone's weights so the strict state-dict load sees every key."""
@@ -316,6 +326,7 @@ class PromptCAMClassifier(LightningModule):
                 f"checkpoint was trained with method={saved_method!r}, this model is method={self.hparams.method!r}"
             )
         check_checkpoint(checkpoint, self, self.hparams.num_classes)
+        check_backbone_weights(checkpoint, self._weights_sha256)
         backbone = {f"{BACKBONE_PREFIX}{name}": value for name, value in model.backbone.state_dict().items()}
         checkpoint["state_dict"].update(backbone)
 

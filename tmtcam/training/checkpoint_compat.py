@@ -10,6 +10,7 @@ arguments are parsed: LightningCLI copies a checkpoint's hyper-parameters over t
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 STAMP_KEY = "tmtcam"
+BACKBONE_WEIGHTS_KEY = "tmtcam_backbone_weights"
 
 
 class CheckpointMismatch(RuntimeError):
@@ -25,6 +27,40 @@ class CheckpointMismatch(RuntimeError):
 
 def stamp_checkpoint(checkpoint: dict[str, Any], module: nn.Module, num_classes: int) -> None:
     checkpoint[STAMP_KEY] = {"task": type(module).__name__, "num_classes": int(num_classes)}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 16 MiB chunks (a ViT-B state dict, 350 MB, takes ~0.5 s)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stamp_backbone_weights(checkpoint: dict[str, Any], weights: str | None, sha256: str | None) -> None:
+    """Record which backbone weights file (path and content) a checkpoint's prompts were trained on.
+
+    Checkpoints of a frozen backbone keep only the prompts and head and rebuild the backbone from
+    ``weights``; if that file is later replaced (the demo rewrites its pre-trained backbone when its
+    settings change), the prompts would be run and explained on another backbone without a word.
+    """
+    if weights is not None and sha256 is not None:
+        checkpoint[BACKBONE_WEIGHTS_KEY] = {"weights": weights, "sha256": sha256}
+
+
+def check_backbone_weights(
+    checkpoint: dict[str, Any], sha256: str | None, source: str = "checkpoint"
+) -> None:
+    """Refuse a checkpoint whose backbone weights file now holds other weights than it was trained on."""
+    saved = checkpoint.get(BACKBONE_WEIGHTS_KEY)
+    if saved is None or sha256 is None or saved["sha256"] == sha256:
+        return
+    raise CheckpointMismatch(
+        f"{source} was trained on the backbone weights in {saved['weights']} (sha256 {saved['sha256'][:12]}), "
+        f"but the weights file given now has sha256 {sha256[:12]}: the file was replaced or is another one. "
+        f"Give the original weights file (model.init_args.backbone.weights) or train the prompts again"
+    )
 
 
 def check_checkpoint(
