@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from data_modules.loaders import seeded_loader
+from data_modules.normalization import resolve_normalization
 from data_modules.segmentation.factory import build_segmentation_dataset, domain_class_names
 from data_modules.segmentation.image_dataset import SegmentationImageDataset, verify_dataset
 from data_modules.segmentation.label_maps import IGNORE_INDEX, SYNTHIA_13, SYNTHIA_16
@@ -55,6 +56,8 @@ class DomainPairDataModule(L.LightningDataModule):
         pin_memory: pin host memory in the DataLoaders (worth it on GPU).
         verify: decode and check every real image and mask during ``setup`` (slow on big sets), so a
             bad file fails the run before training rather than in the middle of an epoch.
+        mean, std: input normalisation of the backbone's weights (``None``: ImageNet's; the CLI
+            fills them from the backbone's timm tag, see :mod:`data_modules.normalization`).
     """
 
     def __init__(
@@ -73,8 +76,11 @@ class DomainPairDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         verify: bool = False,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
     ) -> None:
         super().__init__()
+        self.normalization = resolve_normalization(mean, std)
         self.save_hyperparameters()
         # specs are stored as plain YAML mappings in hparams.yaml and checkpoints
         for role in ("source", "target", "target_val", "target_test"):
@@ -173,9 +179,11 @@ class DomainPairDataModule(L.LightningDataModule):
             scale = h.scale_range or (SYNTHETIC_SCALE_RANGE if synthetic else REAL_SCALE_RANGE)
             jitter = (not synthetic) if h.color_jitter is None else h.color_jitter
             seed = h.seed + _STREAMS[name]
-            transform = build_train_transform(h.crop_size, tuple(scale), base_size, jitter, seed)
+            transform = build_train_transform(
+                h.crop_size, tuple(scale), base_size, jitter, seed, self.normalization
+            )
         else:
-            transform = build_eval_transform(base_size)
+            transform = build_eval_transform(base_size, self.normalization)
         dataset = build_segmentation_dataset(spec, transform)
         if h.verify and isinstance(dataset, SegmentationImageDataset):
             verify_dataset(dataset)

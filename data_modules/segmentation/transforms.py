@@ -12,8 +12,8 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from data_modules.normalization import Normalization, resolve_normalization
 from data_modules.segmentation.label_maps import IGNORE_INDEX
 
 # Masks resize by nearest neighbour *on pixel centres*. OpenCV's plain INTER_NEAREST maps corners
@@ -24,17 +24,20 @@ MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
 
 
 class SegmentationTransform:
-    """An albumentations ``Compose`` ending in ImageNet normalisation, returning tensors.
+    """An albumentations ``Compose`` ending in the backbone's normalisation (default ImageNet's), returning tensors.
 
     Input: (H, W, 3) uint8 image and (H, W) uint8 train-id mask; output: (3, H', W') float32 image
     and (H', W') int64 mask.
     """
 
-    def __init__(self, steps: list[A.BasicTransform], seed: int | None = None) -> None:
-        self.compose = A.Compose(
-            [*steps, A.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, max_pixel_value=255.0)],
-            seed=seed,
-        )
+    def __init__(
+        self,
+        steps: list[A.BasicTransform],
+        seed: int | None = None,
+        normalization: Normalization | None = None,
+    ) -> None:
+        mean, std = normalization or resolve_normalization(None, None)
+        self.compose = A.Compose([*steps, A.Normalize(mean, std, max_pixel_value=255.0)], seed=seed)
 
     def reseed(self, seed: int) -> None:
         """Give this copy its own random stream (one per DataLoader worker, see the datamodule)."""
@@ -56,6 +59,7 @@ def build_train_transform(
     base_size: int | None = None,
     color_jitter: bool = True,
     seed: int | None = None,
+    normalization: Normalization | None = None,
 ) -> SegmentationTransform:
     """Random scale -> pad -> random crop -> flip (-> colour jitter).
 
@@ -67,6 +71,7 @@ def build_train_transform(
         color_jitter: brightness/contrast/saturation/hue jitter (real photos; the embedded domains
             keep their colours, which *are* the domain).
         seed: albumentations seed (workers reseed their own copy).
+        normalization: ``(mean, std)`` of the backbone's weights; ``None`` = ImageNet's.
     """
     low, high = scale_range
     if crop_size < 1 or not 0 < low <= high:
@@ -90,12 +95,14 @@ def build_train_transform(
     ]
     if color_jitter:
         steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5))
-    return SegmentationTransform(steps, seed)
+    return SegmentationTransform(steps, seed, normalization)
 
 
-def build_eval_transform(base_size: int | None = None) -> SegmentationTransform:
+def build_eval_transform(
+    base_size: int | None = None, normalization: Normalization | None = None
+) -> SegmentationTransform:
     """Deterministic: shorter side resized to ``base_size`` (``None`` = native size), then normalised."""
-    return SegmentationTransform(list(_base_resize(base_size)), seed=0)
+    return SegmentationTransform(list(_base_resize(base_size)), seed=0, normalization=normalization)
 
 
 def _base_resize(base_size: int | None) -> tuple[A.BasicTransform, ...]:

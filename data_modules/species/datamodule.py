@@ -17,6 +17,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data_modules.loaders import seeded_loader
+from data_modules.normalization import resolve_normalization
 from data_modules.species.factory import (
     SYNTHETIC_SETS,
     cap_records,
@@ -58,6 +59,8 @@ class SpeciesDataModule(L.LightningDataModule):
         pin_memory: pin host memory in the DataLoaders (worth it on GPU).
         cache_renders: synthetic only: keep rendered creatures in memory so later epochs skip
             rendering (see :class:`SyntheticSpecies`); worth it with ``num_workers=0``.
+        mean, std: input normalisation of the backbone's weights (``None``: ImageNet's; the CLI
+            fills them from the backbone's timm tag, see :mod:`data_modules.normalization`).
     """
 
     def __init__(
@@ -78,9 +81,12 @@ class SpeciesDataModule(L.LightningDataModule):
         verify_images: bool = False,
         pin_memory: bool = False,
         cache_renders: bool = False,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
     ) -> None:
         super().__init__()
         check_dataset_name(dataset)
+        self.normalization = resolve_normalization(mean, std)
         if dataset not in SYNTHETIC_SETS and root is None:
             raise ValueError(f"dataset {dataset!r} needs root=<folder>")
         if not 0.0 <= val_fraction < 1.0:
@@ -144,8 +150,8 @@ class SpeciesDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         h = self.hparams
-        train_tf = build_train_transform(h.image_size, h.resize_size, seed=h.seed)
-        eval_tf = build_eval_transform(h.image_size, h.resize_size)
+        train_tf = build_train_transform(h.image_size, h.resize_size, h.seed, self.normalization)
+        eval_tf = build_eval_transform(h.image_size, h.resize_size, self.normalization)
         train_for_training, train_for_eval, test = (
             self._synthetic_sets(train_tf, eval_tf)
             if self.is_synthetic

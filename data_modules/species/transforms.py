@@ -15,12 +15,13 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from data_modules.normalization import Normalization, resolve_normalization
 
 
 @dataclass(frozen=True)
 class TransformedSample:
-    image: torch.Tensor  # (3, H, W) float32, ImageNet-normalised
+    image: torch.Tensor  # (3, H, W) float32, normalised (default: ImageNet statistics)
     masks: torch.Tensor | None  # (K, H, W) float32 in {0, 1}
     keypoints: np.ndarray | None  # (K, 2) float32 (x, y) in output pixels
     keypoints_inside: np.ndarray | None  # (K,) bool: still inside the output image
@@ -32,9 +33,15 @@ class SpeciesTransform:
     Masks go in as (H, W, K) uint8 and come out as (K, H, W) float32; keypoints as (K, 2) ``xy``.
     """
 
-    def __init__(self, steps: list[A.BasicTransform], seed: int | None = None) -> None:
+    def __init__(
+        self,
+        steps: list[A.BasicTransform],
+        seed: int | None = None,
+        normalization: Normalization | None = None,
+    ) -> None:
+        mean, std = normalization or resolve_normalization(None, None)
         self.compose = A.Compose(
-            [*steps, A.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, max_pixel_value=255.0)],
+            [*steps, A.Normalize(mean, std, max_pixel_value=255.0)],
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             seed=seed,
         )
@@ -77,19 +84,24 @@ def _resize(size: int) -> A.Resize:
 
 
 def build_train_transform(
-    image_size: int, resize_size: int | None = None, seed: int | None = None
+    image_size: int,
+    resize_size: int | None = None,
+    seed: int | None = None,
+    normalization: Normalization | None = None,
 ) -> SpeciesTransform:
     """Resize(resize) -> RandomCrop(image_size) -> HorizontalFlip; ``resize_size`` None = image_size."""
     resize = _check_sizes(image_size, resize_size)
     return SpeciesTransform(
-        [_resize(resize), A.RandomCrop(image_size, image_size), A.HorizontalFlip(p=0.5)], seed
+        [_resize(resize), A.RandomCrop(image_size, image_size), A.HorizontalFlip(p=0.5)], seed, normalization
     )
 
 
-def build_eval_transform(image_size: int, resize_size: int | None = None) -> SpeciesTransform:
+def build_eval_transform(
+    image_size: int, resize_size: int | None = None, normalization: Normalization | None = None
+) -> SpeciesTransform:
     """Resize(resize) -> CenterCrop(image_size): deterministic."""
     resize = _check_sizes(image_size, resize_size)
-    return SpeciesTransform([_resize(resize), A.CenterCrop(image_size, image_size)], seed=0)
+    return SpeciesTransform([_resize(resize), A.CenterCrop(image_size, image_size)], 0, normalization)
 
 
 def _check_sizes(image_size: int, resize_size: int | None) -> int:

@@ -19,10 +19,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from data_modules.normalization import Normalization, resolve_normalization
+from data_modules.species.image_dataset import CorruptImageError, load_rgb
 from data_modules.species.transforms import SpeciesTransform, build_eval_transform
 from tmtcam.backbones.loading import WeightsError
 from tmtcam.promptcam.model import PromptCAM
@@ -84,12 +85,17 @@ def find_images(folder: Path) -> list[Path]:
 
 
 def load_image(path: Path, transform: SpeciesTransform) -> torch.Tensor:
+    """Decoded as the species readers decode for training (16-bit, greyscale and CMYK alike)."""
     try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
+        pixels = load_rgb(path)
+    except CorruptImageError as err:
         raise ExplainInputError(f"cannot decode image {path}: {err}") from err
     return transform(pixels).image
+
+
+def _data_hparams(ckpt: Path) -> dict:
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)  # reads no weights
+    return saved.get("datamodule_hyper_parameters") or {}
 
 
 def evaluation_resize(ckpt: Path, image_size: int) -> int | None:
@@ -98,12 +104,17 @@ def evaluation_resize(ckpt: Path, image_size: int) -> int | None:
     Its ``resize_size`` is kept for its own crop size and scaled with any other crop (240 for 224
     becomes 480 for 448); ``None`` (not recorded, or no resize) resizes straight to ``image_size``.
     """
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)  # reads no weights
-    data = saved.get("datamodule_hyper_parameters") or {}
+    data = _data_hparams(ckpt)
     resize, trained_size = data.get("resize_size"), data.get("image_size")
     if resize is None or not trained_size:
         return None
     return round(resize * image_size / trained_size)
+
+
+def evaluation_normalization(ckpt: Path) -> Normalization:
+    """The ``(mean, std)`` the checkpoint's data module normalised with (ImageNet's if not recorded)."""
+    data = _data_hparams(ckpt)
+    return resolve_normalization(data.get("mean"), data.get("std"))
 
 
 def promptcam_checkpoint(path: Path) -> Path:
@@ -177,7 +188,9 @@ def explain_folder(args: argparse.Namespace) -> Path:
         raise ExplainInputError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
     top_k = min(args.top_k, model.backbone.num_heads)
     image_size = args.image_size or int(module.hparams.backbone.get("img_size", 224))
-    transform = build_eval_transform(image_size, args.resize_size or evaluation_resize(ckpt, image_size))
+    normalization = evaluation_normalization(ckpt)
+    resize = args.resize_size or evaluation_resize(ckpt, image_size)
+    transform = build_eval_transform(image_size, resize, normalization)
     paths = find_images(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
     names = module.hparams.class_names
@@ -188,7 +201,7 @@ def explain_folder(args: argparse.Namespace) -> Path:
         explanation = explain_batch(
             model, images, args.class_index, top_k=top_k, until_misclassified=args.until_misclassified
         )
-        rows = explanation_rows(images, explanation, names, heads_shown=top_k)
+        rows = explanation_rows(images, explanation, names, heads_shown=top_k, normalization=normalization)
         for index, (path, row) in enumerate(zip(batch_paths, rows, strict=True)):
             png = output_name(path, args.images)
             Image.fromarray(row).save(args.out / png)

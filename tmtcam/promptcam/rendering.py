@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from data_modules.normalization import Normalization
 from tmtcam.promptcam.trait_maps import TraitExplanation
 from tmtcam.viz.heatmaps import denormalize, heatmap_row
 
@@ -39,8 +40,12 @@ def explanation_rows(
     names: Sequence[str] | None = None,
     heads_shown: int = 3,
     tile_size: int = 128,
+    normalization: Normalization | None = None,
 ) -> list[np.ndarray]:
-    """One grid row per image: [image | top ``heads_shown`` heads' trait maps | their mean]."""
+    """One grid row per image: [image | top ``heads_shown`` heads' trait maps | their mean].
+
+    ``normalization``: the data's ``(mean, std)`` (``None``: ImageNet's), to show the input as it was.
+    """
     heads_shown = min(heads_shown, explanation.maps.shape[1])
     combined = explanation.saliency(heads_shown)
     rows = []
@@ -55,5 +60,7 @@ def explanation_rows(
         image_title = class_name(names, explained)
         if predicted != explained:
             image_title = f"{image_title} (pred {class_name(names, predicted)})"
-        rows.append(heatmap_row(denormalize(images[index]), maps, titles, image_title, tile_size))
+        rows.append(
+            heatmap_row(denormalize(images[index], normalization), maps, titles, image_title, tile_size)
+        )
     return rows

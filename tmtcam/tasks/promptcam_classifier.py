@@ -50,7 +50,7 @@ from tmtcam.training.checkpoint_compat import (
 )
 from tmtcam.training.schedules import warmup_cosine
 from tmtcam.viz.heatmaps import denormalize, heatmap_row, stack_rows
-from tmtcam.viz.image_logging import log_images
+from tmtcam.viz.image_logging import data_normalization, log_images
 
 Method = Literal["promptcam", "linear_probe", "vpt"]
 Optimizer = Literal["sgd", "adamw"]
@@ -281,11 +281,13 @@ class PromptCAMClassifier(LightningModule):
             explanation = explain_batch(
                 model, images, labels, top_k=min(self.hparams.top_k_heads, model.backbone.num_heads)
             )
-            return explanation_rows(images, explanation, names, heads_shown=self.hparams.top_k_heads)
+            return explanation_rows(
+                images, explanation, names, self.hparams.top_k_heads, normalization=data_normalization(self)
+            )
         maps = grad_cam_maps(model, images, labels)
         titles = [names[int(c)] if names else str(int(c)) for c in labels]
         return [
-            heatmap_row(denormalize(image), [heat], ["grad-cam"], title)
+            heatmap_row(denormalize(image, data_normalization(self)), [heat], ["grad-cam"], title)
             for image, heat, title in zip(images, maps, titles, strict=True)
         ]
 

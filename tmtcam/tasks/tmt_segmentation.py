@@ -43,7 +43,7 @@ from tmtcam.training.checkpoint_compat import (
 )
 from tmtcam.training.schedules import warmup_cosine
 from tmtcam.viz.heatmaps import denormalize
-from tmtcam.viz.image_logging import log_images
+from tmtcam.viz.image_logging import data_normalization, log_images
 from tmtcam.viz.segmentation_images import segmentation_strip, wandb_masks
 
 IGNORE_INDEX = 255
@@ -316,7 +316,14 @@ class TMTSegmentation(LightningModule):
             grid = out.grid if out is not None else None
             strips.append(
                 segmentation_strip(
-                    images[i], masks[i], predictions[i], self.hparams.num_classes, priority, regions, grid
+                    images[i],
+                    masks[i],
+                    predictions[i],
+                    self.hparams.num_classes,
+                    priority,
+                    regions,
+                    grid,
+                    data_normalization(self),
                 )
             )
             overlays.append(wandb_masks(masks[i], predictions[i], self.class_names))
@@ -325,7 +332,12 @@ class TMTSegmentation(LightningModule):
             caption += " | priority | regions"
         log_images(self, "val/examples", strips, captions=[caption] * count)
         if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
-            log_images(self, "val/masks", [denormalize(images[i]) for i in range(count)], masks=overlays)
+            log_images(
+                self,
+                "val/masks",
+                [denormalize(images[i], data_normalization(self)) for i in range(count)],
+                masks=overlays,
+            )
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:

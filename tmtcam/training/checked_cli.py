@@ -30,6 +30,7 @@ from tmtcam.training.preflight import (
     check_devices,
     check_input_geometry,
     check_schedule_length,
+    fill_normalization,
 )
 
 # raised on purpose, with a message meant for the user (the CLI prints them without a traceback)
@@ -63,6 +64,9 @@ class CheckedLightningCLI(LightningCLI):
         check_devices(config.trainer.accelerator, config.trainer.devices)
         model_args = (config.get("model") or {}).get("init_args") or {}
         check_schedule_length(model_args.get("max_epochs"), config.trainer.get("max_epochs"))
+        data_args = (config.get("data") or {}).get("init_args")
+        if data_args is not None and model_args.get("backbone"):
+            fill_normalization(data_args, model_args["backbone"])
         if self.subcommand == "fit":
             check_fresh_run_dir(config.trainer.get("default_root_dir"), config.get("ckpt_path"))
         if self._root_dir_on_command_line and config.trainer.get("default_root_dir"):

@@ -9,12 +9,15 @@ Otherwise these surface later and worse: a shape error inside the first forward 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
+import timm
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 
+from data_modules.normalization import Normalization
 from tmtcam.backbones.vit import ViTBackbone
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -60,6 +63,46 @@ def check_devices(accelerator: Any, devices: Any, available: int | None = None) 
             f"{wanted or 'at least one'} GPU(s), but this machine has {count}. "
             + (f"Use --trainer.devices {count} or fewer." if count else "Use --trainer.accelerator cpu.")
             + " Several processes on CPU: --trainer.accelerator cpu --trainer.devices N --trainer.strategy ddp"
+        )
+
+
+ARCHITECTURE_KEYS = ("patch_size", "embed_dim", "depth", "num_heads")  # a custom shape: no timm tag applies
+
+
+def backbone_normalization(backbone: Mapping[str, Any]) -> Normalization | None:
+    """``(mean, std)`` timm records for the backbone's pretrained tag, when its weights are that tag's.
+
+    ``None`` for a model without pretrained weights or with a custom shape (the embedded demos'
+    small ViTs, pre-trained here on ImageNet-normalised inputs), or a name timm has no config for.
+    """
+    if any(backbone.get(key) is not None for key in ARCHITECTURE_KEYS):
+        return None
+    if not (backbone.get("weights") or backbone.get("pretrained")):
+        return None
+    try:
+        pretrained = timm.get_pretrained_cfg(str(backbone.get("model_name")))
+    except (RuntimeError, ValueError):
+        return None
+    if pretrained is None or not pretrained.mean or not pretrained.std:
+        return None
+    return tuple(pretrained.mean), tuple(pretrained.std)
+
+
+def fill_normalization(data_args: MutableMapping[str, Any], backbone: Mapping[str, Any]) -> None:
+    """Set ``data.init_args.mean/std`` from the backbone's tag when the config leaves both unset.
+
+    ImageNet statistics are right for DINO but not for timm's default ViT-B/16 (augreg: 0.5 / 0.5)
+    or CLIP; a frozen or fine-tuned backbone fed inputs scaled another way silently loses accuracy.
+    Values the config gives are kept.
+    """
+    if "mean" not in data_args or data_args.get("mean") is not None or data_args.get("std") is not None:
+        return
+    normalization = backbone_normalization(backbone)
+    if normalization is not None:
+        data_args["mean"], data_args["std"] = (list(channels) for channels in normalization)
+        rank_zero_info(
+            f"tmtcam: data.init_args.mean/std from {backbone.get('model_name')}'s timm config: "
+            f"mean {normalization[0]}, std {normalization[1]}"
         )
 
 

@@ -19,11 +19,10 @@ PADDING = 2
 
 
 def denormalize(
-    image: torch.Tensor,
-    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    image: torch.Tensor, normalization: tuple[Sequence[float], Sequence[float]] | None = None
 ) -> np.ndarray:
-    """(3, H, W) normalised tensor -> (H, W, 3) uint8."""
+    """(3, H, W) tensor normalised with ``(mean, std)`` (``None``: ImageNet's) -> (H, W, 3) uint8."""
+    mean, std = normalization or (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image tensor, got shape {tuple(image.shape)}")
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)

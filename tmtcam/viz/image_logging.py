@@ -16,6 +16,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from data_modules.normalization import Normalization
+
 
 def image_log_dir(module: LightningModule) -> Path:
     """Where PNG images of this run go (the first logger's dir, or the root dir without a logger).
@@ -80,3 +82,12 @@ def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise ValueError(f"log_images expects (H, W, 3) arrays, got shape {array.shape}")
     return array
+
+
+def data_normalization(module: LightningModule) -> Normalization | None:
+    """``(mean, std)`` the module's data module normalised its inputs with (``None``: ImageNet's).
+
+    Logged images are shown as the camera saw them only if they are un-normalised the same way.
+    """
+    trainer = module._trainer
+    return getattr(getattr(trainer, "datamodule", None), "normalization", None) if trainer else None

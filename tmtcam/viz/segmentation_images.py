@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_modules.normalization import Normalization
 from tmtcam.viz.heatmaps import denormalize, jet_colormap
 
 IGNORE_COLOUR = (0, 0, 0)
@@ -55,9 +56,13 @@ def segmentation_strip(
     priority: torch.Tensor | None = None,
     regions: torch.Tensor | None = None,
     grid: tuple[int, int] | None = None,
+    normalization: Normalization | None = None,
 ) -> np.ndarray:
-    """Input | ground truth | prediction [| priority (jet) | regions] as one (H, k W, 3) uint8 array."""
-    picture = denormalize(image)
+    """Input | ground truth | prediction [| priority (jet) | regions] as one (H, k W, 3) uint8 array.
+
+    ``normalization``: the data's ``(mean, std)`` (``None``: ImageNet's), to show the input as it was.
+    """
+    picture = denormalize(image, normalization)
     size = picture.shape[:2]
     colours = palette(num_classes)
     tiles = [picture, colorize(target.cpu().numpy(), colours), colorize(prediction.cpu().numpy(), colours)]
