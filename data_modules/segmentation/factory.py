@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from torch.utils.data import Dataset
 
@@ -22,6 +23,8 @@ from data_modules.segmentation.synthetic_dataset import SyntheticDomainDataset
 from data_modules.segmentation.synthetic_pairs import get_pair
 from data_modules.segmentation.transforms import SegmentationTransform
 
+T = TypeVar("T")
+
 READERS: dict[str, Callable[[DomainSpec], SegmentationIndex]] = {
     "cityscapes": read_cityscapes,
     "gta5": read_gta5,
@@ -35,6 +38,19 @@ READERS: dict[str, Callable[[DomainSpec], SegmentationIndex]] = {
 DEFAULT_SYNTHETIC_SIZE = 64
 
 
+def spread_subset(records: Sequence[T], count: int) -> tuple[T, ...]:
+    """``count`` records evenly spaced over the sorted list (all of them if there are fewer).
+
+    The first N would be one city of Cityscapes or only the fog images of ACDC (its conditions are
+    listed one after another); spacing keeps every city and condition in a capped split, and needs
+    no seed, so a cap always means the same images.
+    """
+    if count >= len(records):
+        return tuple(records)
+    step = len(records) / count
+    return tuple(records[int(i * step)] for i in range(count))
+
+
 def read_segmentation_index(spec: DomainSpec) -> SegmentationIndex:
     """Index a real dataset's split (paths and mask format, nothing decoded), capped at ``num_images``."""
     check_spec(spec)
@@ -42,7 +58,8 @@ def read_segmentation_index(spec: DomainSpec) -> SegmentationIndex:
         raise KeyError("synthetic data is generated, not read from disk")
     index = READERS[spec.dataset](spec)
     if spec.num_images is not None:
-        index = SegmentationIndex(index.records[: spec.num_images], index.mask_format, index.class_names)
+        records = spread_subset(index.records, spec.num_images)
+        index = SegmentationIndex(records, index.mask_format, index.class_names)
     return index
 
 

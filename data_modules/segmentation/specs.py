@@ -34,7 +34,7 @@ class DomainSpec:
         pair: synthetic only: name of an embedded pair (:data:`SYNTHETIC_PAIRS`).
         domain: synthetic only: ``source`` | ``target``; the DataModule fills it from the role.
         num_images: synthetic: how many images (``None``: 1000 for train, 200 otherwise);
-            real: optional cap, the first N files in sorted order.
+            real: optional cap, N files evenly spaced over the sorted list (every city/condition).
         labelled: ``False`` serves every mask as all-``IGNORE_INDEX`` (unlabelled target); masks
             need not exist then.
         image_dir / mask_dir: ``folder`` only: the two folders (relative to ``root`` if given).

@@ -15,6 +15,7 @@ from data_modules.segmentation import (
     SegmentationDataError,
     build_segmentation_dataset,
 )
+from data_modules.segmentation.factory import spread_subset
 
 H, W = 16, 32
 # Raw ids per dataset and the train ids they must become (one column of the mask each).
@@ -200,11 +201,19 @@ def test_folder_reader_without_id_map_refuses_ids_beyond_num_classes(tmp_path):
         dataset[0]
 
 
-def test_num_images_keeps_the_first_files_in_sorted_order(tmp_path):
+def test_num_images_keeps_the_first_file_when_capped_to_one(tmp_path):
     dataset = build_segmentation_dataset(
         DomainSpec("cityscapes", root=str(make_cityscapes(tmp_path)), num_images=1)
     )
     assert len(dataset) == 1 and "aachen" in dataset[0]["path"]
+
+
+def test_a_cap_spreads_over_the_sorted_files_not_the_first_n():
+    # ACDC lists fog, night, rain, snow one after another: a cap of 4 from 40 must keep all four
+    conditions = [f"{condition}_{i:02d}" for condition in ("fog", "night", "rain", "snow") for i in range(10)]
+    assert spread_subset(conditions, 4) == ("fog_00", "night_00", "rain_00", "snow_00")
+    assert spread_subset(list(range(10)), 3) == (0, 3, 6)
+    assert spread_subset([1, 2], 5) == (1, 2)
 
 
 # --- specs (file-level errors are in test_bad_input_data.py) -----------------------------------------
