@@ -5,7 +5,9 @@ starts rank 1 by re-running this same command line, as it does for ``python -m t
 test exercises the launcher users get (a pytest process cannot be re-run that way).
 
 SPEC keys: ``task`` (``tmt`` | ``promptcam``), ``weights`` (a state dict to start from), ``out``
-(a folder), ``devices``, ``fit_steps`` (0 = validate only). Every rank writes ``rank<r>.json``
+(a folder), ``devices``, ``fit_steps`` (0 = validate only), optionally ``nan_on_rank`` (that rank's
+training loss becomes NaN at step 1; the record then holds the ``TrainingFault`` each rank raised, and
+no validation runs). Every rank writes ``rank<r>.json``
 (metrics, k-means calls, PNG paths it logged) and ``rank<r>_state.pt`` (its weights after the run).
 """
 
@@ -19,6 +21,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+
+from tmtcam.training.guards import NonFiniteLossGuard, TrainingFault
 
 TINY_VIT = {
     "model_name": "vit_tiny_patch16_224",
@@ -84,7 +88,16 @@ def run(spec: dict[str, Any]) -> None:
         accelerator="cpu", devices=spec["devices"], strategy="ddp" if spec["devices"] > 1 else "auto",
         max_steps=spec["fit_steps"], num_sanity_val_steps=0, logger=CSVLogger(out / "logs", name="run"),
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[NonFiniteLossGuard()],
     )  # fmt: skip
+    if spec.get("nan_on_rank") is not None:
+        _poison_loss(model, spec["nan_on_rank"], step=1)
+        try:
+            trainer.fit(model, datamodule=data)
+        except TrainingFault as fault:
+            record["fault"] = str(fault)
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+        return
     if spec["fit_steps"]:
         trainer.fit(model, datamodule=data)
         record["global_step"] = trainer.global_step
@@ -93,6 +106,19 @@ def run(spec: dict[str, Any]) -> None:
     record.update(rank=rank, world_size=trainer.world_size, metrics=metrics)
     (out / f"rank{rank}.json").write_text(json.dumps(record))
     torch.save(model.state_dict(), out / f"rank{rank}_state.pt")
+
+
+def _poison_loss(model: L.LightningModule, rank: int, step: int) -> None:
+    """Make ``rank``'s training loss NaN at global step ``step`` (the other rank's stays finite)."""
+    training_step = model.training_step
+
+    def poisoned(*args, **kwargs):
+        loss = training_step(*args, **kwargs)
+        if model.trainer.global_rank == rank and model.trainer.global_step == step:
+            loss = loss * float("nan")
+        return loss
+
+    model.training_step = poisoned
 
 
 def _record_side_effects(model: L.LightningModule, record: dict[str, Any]) -> None:

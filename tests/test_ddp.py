@@ -22,7 +22,7 @@ from ddp_worker import promptcam_setup, tmt_setup
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def launch(tmp_path: Path, task: str, weights: Path, fit_steps: int = 0) -> list[dict]:
+def launch(tmp_path: Path, task: str, weights: Path, fit_steps: int = 0, **extra: object) -> list[dict]:
     """Run the worker on 2 ranks; returns the per-rank records (rank 0 first)."""
     out = tmp_path / "ddp"
     out.mkdir()
@@ -30,6 +30,7 @@ def launch(tmp_path: Path, task: str, weights: Path, fit_steps: int = 0) -> list
     spec.write_text(
         json.dumps(
             {"task": task, "weights": str(weights), "out": str(out), "devices": 2, "fit_steps": fit_steps}
+            | extra
         )
     )
     env = {
@@ -123,3 +124,17 @@ def test_promptcam_ddp_validation_accuracy_equals_one_process(tmp_path: Path) ->
     assert 0.0 < single["val/acc"] < 1.0
     for record in (rank0, rank1):
         assert_same_metrics(record["metrics"], single, ["val/acc", "val/loss"])
+
+
+@pytest.mark.slow
+def test_a_nan_loss_on_one_rank_stops_every_rank_with_the_message(tmp_path: Path) -> None:
+    # rank 1 alone sees NaN: had only it stopped, rank 0 would wait forever in the gradient all-reduce
+    L.seed_everything(0, verbose=False)
+    model, _ = tmt_setup()
+    initial = tmp_path / "initial.pt"
+    torch.save(model.state_dict(), initial)
+
+    rank0, rank1 = launch(tmp_path, "tmt", initial, fit_steps=4, nan_on_rank=1)
+
+    assert "training loss is nan at global step 1" in rank1["fault"]
+    assert "training loss is not finite on another rank at global step 1" in rank0["fault"]

@@ -24,12 +24,23 @@ class TrainingFault(RuntimeError):
 
 
 class NonFiniteLossGuard(Callback):
-    """Raise :class:`TrainingFault` when the training loss is NaN or inf, naming the step."""
+    """Raise :class:`TrainingFault` when the training loss is NaN or inf, naming the step.
+
+    Under DDP every rank learns whether *any* rank's loss is not finite (one boolean all-reduce per
+    step) and all stop together: a rank stopping alone would leave the others waiting forever in the
+    gradient all-reduce of that step's backward.
+    """
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         value = float(loss.detach().float().item())
-        if math.isfinite(value):
+        anywhere = trainer.strategy.reduce_boolean_decision(not math.isfinite(value), all=False)
+        if not anywhere:
             return
+        where = (
+            f"training loss is {value}"
+            if not math.isfinite(value)
+            else "training loss is not finite on another rank"
+        )
         checkpoint = _newest_checkpoint(trainer)
         kept = (
             f"the last good checkpoint is kept at {checkpoint}"
@@ -37,7 +48,7 @@ class NonFiniteLossGuard(Callback):
             else "no checkpoint had been written yet"
         )
         raise TrainingFault(
-            f"training loss is {value} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"{where} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
             f"stopped before the weights were updated, {kept}. Try: a lower learning rate "
             f"(model.init_args.lr), gradient clipping (--trainer.gradient_clip_val 1.0), precision 32 "
             f"(--trainer.precision 32-true), and check the batch for corrupt inputs/labels."
