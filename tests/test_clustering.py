@@ -161,3 +161,25 @@ def test_an_images_clusters_do_not_depend_on_the_rest_of_the_batch(backend):
     assert torch.allclose(in_batch.centroids[2], alone.centroids[0], atol=1e-6)
     different_seed = backend(seed=2)(image, 6)
     assert not torch.equal(different_seed.labels, alone.labels)  # the seed still matters
+
+
+@pytest.mark.parametrize("backend", [TorchKMeans, FaissKMeans] if faiss_available() else [TorchKMeans])
+def test_bf16_autocast_does_not_reach_the_kmeans_maths(backend, monkeypatch):
+    # bf16-mixed training clusters inside autocast; on large images the seeding's distances are a
+    # bmm, which autocast would run in bfloat16 (errors of ~2e-3 relative on 1100 x 1000 points)
+    from tmtcam.clustering import torch_kmeans
+
+    seen = []
+    distance = torch_kmeans._squared_distance
+
+    def recording(x, centre):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return distance(x, centre)
+
+    monkeypatch.setattr(torch_kmeans, "_squared_distance", recording)
+    points = torch.randn(2, 1100, 1000, generator=torch.Generator().manual_seed(0))
+    plain = backend(seed=0)(points, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = backend(seed=0)(points, 4)
+    assert len(seen) == 8 and not any(seen)
+    assert mixed.centroids.dtype == torch.float32 and torch.equal(mixed.centroids, plain.centroids)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from tmtcam.clustering.base import KMeansResult, assign, validate_ks, validate_points
+from tmtcam.clustering.base import KMeansResult, assign, float32_maths, validate_ks, validate_points
 from tmtcam.clustering.torch_kmeans import kmeans_plus_plus
 
 
@@ -67,6 +67,7 @@ class FaissKMeans:
         self.use_gpu = use_gpu
         self._gpu_resources: dict[int, object] = {}
 
+    @float32_maths
     def cluster_many(self, points: torch.Tensor, ks: Sequence[int]) -> list[KMeansResult]:
         """k-means for every k in ``ks``, each result as if clustered alone.
 

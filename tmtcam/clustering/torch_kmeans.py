@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 import torch
 
-from tmtcam.clustering.base import KMeansResult, assign, cluster_means, validate_ks, validate_points
+from tmtcam.clustering.base import (
+    KMeansResult,
+    assign,
+    cluster_means,
+    float32_maths,
+    validate_ks,
+    validate_points,
+)
 
 
 class TorchKMeans:
@@ -31,6 +38,7 @@ class TorchKMeans:
     def __call__(self, points: torch.Tensor, k: int) -> KMeansResult:
         return self.cluster_many(points, [k])[0]
 
+    @float32_maths
     def cluster_many(self, points: torch.Tensor, ks: Sequence[int]) -> list[KMeansResult]:
         """k-means for every k in ``ks`` at once, each result as if clustered alone.
 
