@@ -45,7 +45,8 @@ class DomainPairDataModule(L.LightningDataModule):
         crop_size: training crop side; also the rendering size of synthetic domains.
         batch_size: per-domain training batch size.
         val_batch_size: evaluation batch size (``None`` = batch_size). Real datasets whose images
-            differ in size (Mapillary, some folders) need 1 or a ``base_size`` that equalises them.
+            differ in size or aspect ratio (Mapillary, some folders) need 1 (``base_size`` fixes only
+            the shorter side).
         num_workers: DataLoader worker processes per loader.
         scale_range: random rescale range for training (``None``: (1.0, 1.5) for synthetic,
             (0.5, 2.0) for real data).
