@@ -141,6 +141,22 @@ def test_miou_leaves_out_classes_neither_labelled_nor_predicted(monkeypatch) -> 
     assert math.isnan(logged["val/IoU/class_2"]) and math.isnan(logged["val/IoU/class_3"])
 
 
+def test_evaluation_scores_labels_at_their_own_resolution(monkeypatch) -> None:
+    # base_size shrinks the image, not the labels (mmseg's protocol): the logits are upsampled to the
+    # 64 x 64 annotation, here a left/right split that a prediction at 32 x 32 also makes exactly
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
+    half = torch.zeros(1, 4, 32, 32)
+    half[:, 0, :, :16], half[:, 1, :, 16:] = 1.0, 1.0  # class 0 left, class 1 right
+    monkeypatch.setattr(model.segmenter, "predict", lambda images, *_: half)
+    monkeypatch.setattr(model.segmenter, "needs_padding", lambda images: True)
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)
+    labels[:, :, 32:] = 1
+    model._evaluate({"image": torch.zeros(1, 3, 32, 32), "mask": labels}, model.val_iou, "val", 1)
+    confusion = model.val_iou.confmat
+    assert int(confusion.sum()) == 64 * 64 and int(confusion.trace()) == 64 * 64
+
+
 def test_synthia_pairs_also_log_miou16_and_miou13(monkeypatch) -> None:
     data = DomainPairDataModule(
         {"dataset": "synthia", "root": "/data/synthia"}, {"dataset": "cityscapes", "root": "/data/cs"}

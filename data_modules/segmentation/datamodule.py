@@ -50,8 +50,9 @@ class DomainPairDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes per loader.
         scale_range: random rescale range for training (``None``: (1.0, 1.5) for synthetic,
             (0.5, 2.0) for real data).
-        base_size: real data: resize the shorter side to this before augmenting, and for
-            evaluation (``None`` = native resolution).
+        base_size: real data: resize the shorter side to this before augmenting, and the evaluated
+            image (``None`` = native resolution); evaluation labels stay as annotated and the
+            model's logits are upsampled to them (mmseg's protocol).
         color_jitter: light colour jitter in training (``None``: on for real, off for synthetic).
         seed: shuffling and augmentation seed.
         pin_memory: pin host memory in the DataLoaders (worth it on GPU).

@@ -27,7 +27,8 @@ class SegmentationTransform:
     """An albumentations ``Compose`` ending in the backbone's normalisation (default ImageNet's), returning tensors.
 
     Input: (H, W, 3) uint8 image and (H, W) uint8 train-id mask; output: (3, H', W') float32 image
-    and (H', W') int64 mask.
+    and (H', W') int64 mask, or the mask untouched at (H, W) with ``native_mask`` (evaluation scores
+    the labels as annotated, mmseg's protocol: the model's logits are resized to them instead).
     """
 
     def __init__(
@@ -35,7 +36,9 @@ class SegmentationTransform:
         steps: list[A.BasicTransform],
         seed: int | None = None,
         normalization: Normalization | None = None,
+        native_mask: bool = False,
     ) -> None:
+        self.native_mask = native_mask
         mean, std = normalization or resolve_normalization(None, None)
         self.compose = A.Compose([*steps, A.Normalize(mean, std, max_pixel_value=255.0)], seed=seed)
 
@@ -48,9 +51,10 @@ class SegmentationTransform:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape[:2]}")
-        out = self.compose(image=image, mask=mask)
+        out = self.compose(image=image) if self.native_mask else self.compose(image=image, mask=mask)
         tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
-        return tensor, torch.from_numpy(np.ascontiguousarray(out["mask"], dtype=np.int64))
+        labels = mask if self.native_mask else out["mask"]
+        return tensor, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
 
 
 def build_train_transform(
@@ -101,8 +105,10 @@ def build_train_transform(
 def build_eval_transform(
     base_size: int | None = None, normalization: Normalization | None = None
 ) -> SegmentationTransform:
-    """Deterministic: shorter side resized to ``base_size`` (``None`` = native size), then normalised."""
-    return SegmentationTransform(list(_base_resize(base_size)), seed=0, normalization=normalization)
+    """Deterministic: the image's shorter side resized to ``base_size`` (``None`` = native size), then
+    normalised; the mask stays as annotated, so mIoU is scored at the labels' own resolution."""
+    steps = list(_base_resize(base_size))
+    return SegmentationTransform(steps, seed=0, normalization=normalization, native_mask=bool(steps))
 
 
 def _base_resize(base_size: int | None) -> tuple[A.BasicTransform, ...]:

@@ -229,3 +229,16 @@ def test_check_folders_names_the_domain_each_stage_reads(tmp_path: Path):
         {"dataset": "synthetic", "pair": "day_to_night"}, {"dataset": "synthetic", "pair": "day_to_night"}
     )
     synthetic.check_folders("fit")  # nothing on disk to check
+
+
+def test_evaluation_resizes_the_image_but_keeps_the_labels_as_annotated():
+    from data_modules.segmentation import build_eval_transform, build_train_transform
+
+    image = np.zeros((32, 64, 3), np.uint8)
+    mask = np.tile(np.arange(64, dtype=np.uint8) // 16, (32, 1))  # 4 vertical bands
+    resized, labels = build_eval_transform(16)(image, mask)
+    assert resized.shape == (3, 16, 32) and torch.equal(labels, torch.from_numpy(mask).long())
+    _, train_labels = build_train_transform(16, (1.0, 1.0), base_size=16, color_jitter=False, seed=0)(
+        image, mask
+    )
+    assert train_labels.shape == (16, 16)  # training crops image and mask together

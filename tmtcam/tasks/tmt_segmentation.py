@@ -254,13 +254,16 @@ class TMTSegmentation(LightningModule):
                 None,
                 self.segmenter.predict(images, self.hparams.eval_window, self.hparams.eval_stride),
             )
+        if logits.shape[-2:] != masks.shape[-2:]:  # labels kept as annotated (data base_size resize)
+            logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
         self.log(
             f"{stage}/loss", masked_cross_entropy(logits, masks), batch_size=images.shape[0], sync_dist=True
         )
         predictions = logits.argmax(dim=1)
         metric.update(predictions, masks)
         if stage == "val" and batch_idx == 0 and self._should_log_images():
-            self._log_examples(images, masks, predictions, out)
+            shown = images.shape[-2:]  # the pictures are drawn at the network's input size
+            self._log_examples(images, _nearest(masks, shown), _nearest(predictions, shown), out)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.val_iou, "val", batch_idx)
@@ -373,3 +376,10 @@ def _mean_over_scored(per_class_iou: torch.Tensor) -> torch.Tensor:
     none, so that a checkpoint monitor never compares against NaN."""
     scored = per_class_iou[~torch.isnan(per_class_iou)]
     return scored.mean() if scored.numel() else per_class_iou.new_zeros(())
+
+
+def _nearest(labels: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """(B, H, W) integer labels resized to ``size`` by nearest neighbour (no-op at that size)."""
+    if labels.shape[-2:] == size:
+        return labels
+    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].long()
