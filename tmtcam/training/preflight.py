@@ -2,9 +2,11 @@
 
 Each part checks its own arguments when it is built; what no part can see alone is checked here:
 the data's image size against the backbone's patch size (and against whatever else a module's
-``check_input_size`` declares, e.g. k-means region counts), and ``trainer.devices`` against the GPUs this machine has.
-Otherwise these surface later and worse: a shape error inside the first forward pass, or Lightning's
-"No supported gpu backend found!" that names no setting.
+``check_input_size`` declares, e.g. k-means region counts), ``trainer.devices`` against the GPUs this
+machine has, and a model's LR-schedule length against ``trainer.max_epochs``. Otherwise these
+surface later and worse: a shape error inside the first forward pass, Lightning's "No supported gpu
+backend found!" that names no setting, or epochs trained at learning rate 0. One setting is
+completed rather than checked: the data's normalisation, from the backbone's timm tag.
 """
 
 from __future__ import annotations
