@@ -53,6 +53,15 @@ def launch(tmp_path: Path, task: str, weights: Path, fit_steps: int = 0, **extra
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
+def initial_tmt_weights(tmp_path: Path) -> Path:
+    """The tiny TMT model's seeded initial weights, saved for the worker to start from."""
+    L.seed_everything(0, verbose=False)
+    model, _ = tmt_setup()
+    initial = tmp_path / "initial.pt"
+    torch.save(model.state_dict(), initial)
+    return initial
+
+
 def validate_in_one_process(setup, state: dict, root: Path) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
     model, data = setup()
@@ -72,10 +81,7 @@ def assert_same_metrics(ddp: dict[str, float], single: dict[str, float], keys: l
 
 @pytest.mark.slow
 def test_tmt_ddp_fit_keeps_ranks_in_step_and_validates_like_one_process(tmp_path: Path) -> None:
-    L.seed_everything(0, verbose=False)
-    model, _ = tmt_setup()
-    initial = tmp_path / "initial.pt"
-    torch.save(model.state_dict(), initial)
+    initial = initial_tmt_weights(tmp_path)
 
     rank0, rank1 = launch(tmp_path, "tmt", initial, fit_steps=4)
 
@@ -129,10 +135,7 @@ def test_promptcam_ddp_validation_accuracy_equals_one_process(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_nan_loss_on_one_rank_stops_every_rank_with_the_message(tmp_path: Path) -> None:
     # rank 1 alone sees NaN: had only it stopped, rank 0 would wait forever in the gradient all-reduce
-    L.seed_everything(0, verbose=False)
-    model, _ = tmt_setup()
-    initial = tmp_path / "initial.pt"
-    torch.save(model.state_dict(), initial)
+    initial = initial_tmt_weights(tmp_path)
 
     rank0, rank1 = launch(tmp_path, "tmt", initial, fit_steps=4, nan_on_rank=1)
 
