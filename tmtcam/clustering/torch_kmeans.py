@@ -87,21 +87,17 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     device: TMT's regions, and so its predictions, are the same at any batch size or number of ranks.
     """
     batch, num_points, _ = x.shape
-    draws = torch.rand(k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    draws = draws.to(x.device)
+    draws = torch.rand(k, generator=torch.Generator().manual_seed(seed)).tolist()
     rows = torch.arange(batch, device=x.device)
-    first = (draws[0] * num_points).long().clamp_max(num_points - 1).expand(batch)
+    first = torch.full((batch,), min(int(draws[0] * num_points), num_points - 1), device=x.device)
     centroids = [x[rows, first]]
     closest = _squared_distance(x, centroids[0])
     for draw in draws[1:]:
-        weights = closest.clamp_min(0).double()
-        # identical points everywhere: fall back to uniform sampling rather than dividing by zero
-        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
-        cumulative = weights.cumsum(1)
-        target = (draw * cumulative[:, -1:]).contiguous()
-        # the first point whose cumulative weight exceeds the draw; zero-weight points are never hit
-        pick = torch.searchsorted(cumulative, target, right=True).squeeze(1).clamp_max(num_points - 1)
-        centroids.append(x[rows, pick])
+        cumulative = closest.clamp_min(0).cumsum(1)
+        # the first point whose cumulative weight exceeds the draw: points already chosen (weight 0)
+        # are never hit; if every weight is 0 (identical points) any point will do
+        pick = torch.searchsorted(cumulative, cumulative[:, -1:] * draw, right=True)
+        centroids.append(x[rows, pick.squeeze(1).clamp_max(num_points - 1)])
         closest = torch.minimum(closest, _squared_distance(x, centroids[-1]))
     return torch.stack(centroids, dim=1)
 
