@@ -11,7 +11,7 @@ from PIL import Image
 from data_modules.species.transforms import build_eval_transform
 from tmtcam.backbones import ViTBackbone
 from tmtcam.promptcam import explain
-from tmtcam.promptcam.explain import evaluation_resize, load_image, main
+from tmtcam.promptcam.explain import evaluation_resize, load_image, main, saved_data_hparams
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
 from tmtcam.viz.heatmaps import PADDING
 
@@ -126,12 +126,13 @@ def test_explain_takes_a_run_dir_and_the_data_modules_evaluation_view(tmp_path):
     ):
         explain.promptcam_checkpoint(tmp_path / "photos")
 
-    assert evaluation_resize(ckpt, 32) is None  # saved without a data module: resize to the crop size
+    assert evaluation_resize(saved_data_hparams(ckpt), 32) is None  # saved without a data module: crop size
     recorded = tmp_path / "with_data.ckpt"
     saved = torch.load(ckpt, weights_only=True)
     saved["datamodule_hyper_parameters"] = {"resize_size": 40, "image_size": 32}
     torch.save(saved, recorded)
-    assert evaluation_resize(recorded, 32) == 40 and evaluation_resize(recorded, 64) == 80
+    data = saved_data_hparams(recorded)
+    assert evaluation_resize(data, 32) == 40 and evaluation_resize(data, 64) == 80
 
 
 def test_explain_prepares_images_as_the_checkpoints_data_module_evaluated_them(tmp_path, monkeypatch):

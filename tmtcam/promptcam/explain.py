@@ -93,27 +93,27 @@ def load_image(path: Path, transform: SpeciesTransform) -> torch.Tensor:
     return transform(pixels).image
 
 
-def _data_hparams(ckpt: Path) -> dict:
+def saved_data_hparams(ckpt: Path) -> dict:
+    """The hyper-parameters of the data module a checkpoint was trained with (empty if not recorded)."""
     saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)  # reads no weights
     return saved.get("datamodule_hyper_parameters") or {}
 
 
-def evaluation_resize(ckpt: Path, image_size: int) -> int | None:
-    """The square resize before a centre crop of ``image_size``, as the checkpoint's data module did.
+def evaluation_resize(data: dict, image_size: int) -> int | None:
+    """The square resize before a centre crop of ``image_size``, as the data module ``data``
+    (:func:`saved_data_hparams`) did.
 
     Its ``resize_size`` is kept for its own crop size and scaled with any other crop (240 for 224
     becomes 480 for 448); ``None`` (not recorded, or no resize) resizes straight to ``image_size``.
     """
-    data = _data_hparams(ckpt)
     resize, trained_size = data.get("resize_size"), data.get("image_size")
     if resize is None or not trained_size:
         return None
     return round(resize * image_size / trained_size)
 
 
-def evaluation_normalization(ckpt: Path) -> Normalization:
-    """The ``(mean, std)`` the checkpoint's data module normalised with (ImageNet's if not recorded)."""
-    data = _data_hparams(ckpt)
+def evaluation_normalization(data: dict) -> Normalization:
+    """The ``(mean, std)`` the data module ``data`` normalised with (ImageNet's if not recorded)."""
     return resolve_normalization(data.get("mean"), data.get("std"))
 
 
@@ -188,8 +188,9 @@ def explain_folder(args: argparse.Namespace) -> Path:
         raise ExplainInputError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
     top_k = min(args.top_k, model.backbone.num_heads)
     image_size = args.image_size or int(module.hparams.backbone.get("img_size", 224))
-    normalization = evaluation_normalization(ckpt)
-    resize = args.resize_size or evaluation_resize(ckpt, image_size)
+    data = saved_data_hparams(ckpt)
+    normalization = evaluation_normalization(data)
+    resize = args.resize_size or evaluation_resize(data, image_size)
     transform = build_eval_transform(image_size, resize, normalization)
     paths = find_images(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
