@@ -41,7 +41,8 @@ def float32_maths(cluster_many: Callable[..., R]) -> Callable[..., R]:
     """Run a backend's ``cluster_many`` with autocast off.
 
     Under ``bf16-mixed`` the distance maths of large images (a ``bmm``, see ``torch_kmeans``) would
-    otherwise drop to bfloat16 (relative error ~4e-4 measured) even though the points are float32.
+    otherwise drop to bfloat16 (errors up to ~2e-3 relative, measured on 1100 x 1000 points) even
+    though the points are float32.
     """
 
     @functools.wraps(cluster_many)

@@ -311,6 +311,7 @@ class TMTSegmentation(LightningModule):
         out: SegmenterOutput | None,
     ) -> None:
         count = min(self.hparams.num_logged_images, images.shape[0])
+        normalization = data_normalization(self)
         strips, overlays = [], []
         for i in range(count):
             priority = regions = None
@@ -326,7 +327,7 @@ class TMTSegmentation(LightningModule):
                     priority,
                     regions,
                     grid,
-                    data_normalization(self),
+                    normalization,
                 )
             )
             overlays.append(wandb_masks(masks[i], predictions[i], self.class_names))
@@ -338,7 +339,7 @@ class TMTSegmentation(LightningModule):
             log_images(
                 self,
                 "val/masks",
-                [denormalize(images[i], data_normalization(self)) for i in range(count)],
+                [denormalize(images[i], normalization) for i in range(count)],
                 masks=overlays,
             )
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from data_modules.normalization import resolve_normalization
 
 TITLE_HEIGHT = 14
 PADDING = 2
@@ -22,7 +23,7 @@ def denormalize(
     image: torch.Tensor, normalization: tuple[Sequence[float], Sequence[float]] | None = None
 ) -> np.ndarray:
     """(3, H, W) tensor normalised with ``(mean, std)`` (``None``: ImageNet's) -> (H, W, 3) uint8."""
-    mean, std = normalization or (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    mean, std = normalization or resolve_normalization(None, None)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image tensor, got shape {tuple(image.shape)}")
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
