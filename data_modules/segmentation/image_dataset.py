@@ -22,7 +22,7 @@ from data_modules.segmentation.validation import (
     ConversionNotices,
     LabelIdError,
     SegmentationDataError,
-    check_same_size,
+    fit_mask_to_image,
     index_files,
     load_label_image,
     load_rgb,
@@ -40,10 +40,12 @@ class SegmentationRecord:
 
 @dataclass(frozen=True)
 class MaskFormat:
-    """How a dataset's masks are decoded (``load(path, notices)``) and turned into train ids (``mapping``)."""
+    """How a dataset's masks are decoded (``load(path, notices)``), turned into train ids
+    (``mapping``) and how far their size may be off their image's (``size_tolerance``)."""
 
     mapping: LabelMapping
     load: Callable[[Path, ConversionNotices | None], np.ndarray] = load_label_image
+    size_tolerance: float = 0.0  # relative per-side mask/image size slack (see fit_mask_to_image)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ class SegmentationImageDataset(Dataset):
         if not self.labelled:
             return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
         raw = self.mask_format.load(record.mask, self.notices)
-        check_same_size(image, raw, record.image, record.mask)
+        raw = fit_mask_to_image(
+            image, raw, record.image, record.mask, self.mask_format.size_tolerance, self.notices
+        )
         mask = self.mask_format.mapping.apply(raw, record.mask)
         too_large = (mask != IGNORE_INDEX) & (mask >= self.num_classes)
         if too_large.any():

@@ -171,12 +171,33 @@ def load_first_channel_16bit(path: Path, notices: ConversionNotices | None = Non
     return pixels[:, :, 2] if pixels.ndim == 3 else pixels
 
 
-def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
-    if image.shape[:2] != mask.shape[:2]:
-        raise MaskSizeError(
-            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
-            f"{image.shape[1]}x{image.shape[0]}"
-        )
+def fit_mask_to_image(
+    image: np.ndarray,
+    mask: np.ndarray,
+    image_path: Path,
+    mask_path: Path,
+    tolerance: float = 0.0,
+    notices: ConversionNotices | None = None,
+) -> np.ndarray:
+    """The mask, at its image's size; refuses a mismatch larger than ``tolerance`` of either side.
+
+    ``tolerance`` is the dataset's known slack (GTA5 ships a few labels a few pixels off their
+    image, which mmseg's resize hides); within it the mask is resized nearest-neighbour with an
+    :class:`ImageModeWarning`. Anything larger is a wrong pairing, not slack: :class:`MaskSizeError`.
+    """
+    (image_h, image_w), (mask_h, mask_w) = image.shape[:2], mask.shape[:2]
+    if (image_h, image_w) == (mask_h, mask_w):
+        return mask
+    within = abs(mask_h - image_h) <= tolerance * image_h and abs(mask_w - image_w) <= tolerance * image_w
+    sizes = f"mask {mask_path} is {mask_w}x{mask_h} (WxH) but its image {image_path} is {image_w}x{image_h}"
+    if not within:
+        slack = f" (more than this dataset's {tolerance:.0%} slack)" if tolerance else ""
+        raise MaskSizeError(sizes + slack)
+    (notices or ConversionNotices()).warn(
+        "mask size",
+        f"{sizes}; resized the mask (nearest) to the image, within the dataset's {tolerance:.0%} slack",
+    )
+    return cv2.resize(mask, (image_w, image_h), interpolation=cv2.INTER_NEAREST)
 
 
 def index_files(

@@ -11,7 +11,9 @@ from PIL import Image
 from data_modules.segmentation import (
     IGNORE_INDEX,
     DomainSpec,
+    ImageModeWarning,
     LabelIdError,
+    MaskSizeError,
     SegmentationDataError,
     build_segmentation_dataset,
 )
@@ -107,6 +109,23 @@ def test_gta5_palette_label_ids_are_mapped_and_split_files_select_images(tmp_pat
     (tmp_path / "splits" / "val.txt").write_text("00009\n")
     with pytest.raises(SegmentationDataError, match=r"val\.txt.*00009"):
         build_segmentation_dataset(DomainSpec("gta5", root=str(tmp_path), split="val"))
+
+
+def test_gta5_labels_a_few_pixels_off_are_resized_with_a_warning_and_others_refused(tmp_path):
+    """GTA5 ships some labels a few pixels off their image: fitted (nearest) within 2 %, else refused."""
+    width = 400  # 2 % of it (8 px) covers the label's 4 extra columns
+    write_image(tmp_path / "images" / "00001.png", size=(H, width))
+    label = np.full((H, width + 4), 7, dtype=np.uint8)  # road (train id 0) on the left half ...
+    label[:, width // 2 + 2 :] = 11  # ... building (train id 2) on the right half of the wider label
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(label, mode="L").save(tmp_path / "labels" / "00001.png")
+    with pytest.warns(ImageModeWarning, match=r"00001\.png is 404x16 .*resized the mask \(nearest\)"):
+        mask = load(DomainSpec("gta5", root=str(tmp_path)))["mask"]
+    assert mask.shape == (H, width)
+    assert (mask[:, : width // 2 - 1] == 0).all() and (mask[:, width // 2 + 1 :] == 2).all()
+    Image.fromarray(label[:, : width // 2], mode="L").save(tmp_path / "labels" / "00001.png")
+    with pytest.raises(MaskSizeError, match=r"00001\.png is 200x16 .*more than this dataset's 2% slack"):
+        load(DomainSpec("gta5", root=str(tmp_path)))
 
 
 def test_synthia_reads_the_first_channel_of_16_bit_labels(tmp_path):
