@@ -126,7 +126,8 @@ def test_backbone_gets_its_lr_multiplier_and_the_warmup_cosine_schedule(tmp_path
 
 def test_sliding_window_evaluation_and_prediction() -> None:
     """With ``eval_window`` a larger image is predicted window by window (stride default 2/3 of it),
-    ``predict_step`` returns the argmax of those logits, and validation scores them."""
+    ``predict_step`` returns the argmax of those logits at the image's native size, and validation
+    scores them."""
     torch.manual_seed(0)
     model = TMTSegmentation(
         num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]}, eval_window=32
@@ -136,7 +137,11 @@ def test_sliding_window_evaluation_and_prediction() -> None:
         expected = sliding_window_logits(lambda crop: model.segmenter(crop).logits, images, 32, 21, 4)
         logits = model.segmenter.predict(images, 32)
     assert logits.shape == (1, 4, 48, 64) and torch.allclose(logits, expected, atol=1e-6)
-    assert torch.equal(model.predict_step({"image": images}, 0), expected.argmax(1))
+    native = torch.full((1, 96, 128), 255)  # the image as it was on disk, before base_size resized it
+    predicted = model.predict_step({"image": images, "mask": native, "path": ["a.png"]}, 0)
+    upsampled = F.interpolate(expected, size=(96, 128), mode="bilinear", align_corners=False)
+    assert predicted["path"] == ["a.png"] and predicted["mask"].dtype == torch.uint8
+    assert torch.equal(predicted["mask"], upsampled.argmax(1).to(torch.uint8))
 
     masks = expected.argmax(1)
     model._evaluate({"image": images, "mask": masks}, model.val_iou, "val", batch_idx=1)

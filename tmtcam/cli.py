@@ -60,7 +60,8 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
     """LightningCLI in subclass mode.
 
     Every run keeps its last checkpoint (``--ckpt_path last`` resumes), stops cleanly on a NaN loss,
-    checks its run dir before training and never overwrites an earlier run's checkpoints.
+    checks its run dir before training and never overwrites an earlier run's checkpoints; ``predict``
+    writes its outputs to files.
     """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -68,11 +69,13 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
     from tmtcam.training.checked_cli import CheckedLightningCLI
     from tmtcam.training.config_logging import SaveAndLogConfig
     from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard
+    from tmtcam.training.prediction_writer import PredictionFileWriter
 
     callbacks = [
         ModelCheckpoint(save_last=True),
         NonFiniteLossGuard(),
         RunDirGuard(refuse_existing_checkpoints=True),
+        PredictionFileWriter(),
     ]
     CheckedLightningCLI(
         LightningModule,

@@ -253,7 +253,7 @@ class PromptCAMClassifier(LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
-        return {"logits": logits, "predicted": logits.argmax(-1)}
+        return {"logits": logits, "predicted": logits.argmax(-1), "path": batch["path"]}
 
     # ------------------------------------------------------------------ heatmaps
     def _heatmaps_due(self) -> bool:

@@ -271,10 +271,15 @@ class TMTSegmentation(LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.test_iou, "test", batch_idx)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self.segmenter.predict(
-            batch["image"], self.hparams.eval_window, self.hparams.eval_stride
-        ).argmax(1)
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Train ids (uint8) at each image's native size (the data keeps it in ``mask``, labelled or
+        not, when ``base_size`` resized the input), with the image paths: what
+        :class:`~tmtcam.training.prediction_writer.PredictionFileWriter` writes."""
+        logits = self.segmenter.predict(batch["image"], self.hparams.eval_window, self.hparams.eval_stride)
+        native = batch["mask"].shape[-2:]
+        if logits.shape[-2:] != native:
+            logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
+        return {"mask": logits.argmax(1).to(torch.uint8), "path": batch["path"]}
 
     def on_validation_epoch_end(self) -> None:
         self._log_iou(self.val_iou, "val")

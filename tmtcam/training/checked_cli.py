@@ -69,6 +69,8 @@ class CheckedLightningCLI(LightningCLI):
             fill_normalization(data_args, model_args["backbone"])
         if self.subcommand == "fit":
             check_fresh_run_dir(config.trainer.get("default_root_dir"), config.get("ckpt_path"))
+        if self.subcommand == "predict" and config.get("return_predictions") is None:
+            config.return_predictions = False  # written to files per batch (PredictionFileWriter)
         if self._root_dir_on_command_line and config.trainer.get("default_root_dir"):
             place_loggers_in_run_dir(config.trainer)
 

@@ -1,0 +1,79 @@
+"""``tmtcam predict`` writes files: masks at each image's native size, a CSV of classes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
+
+from tmtcam.training.prediction_writer import mask_name
+
+
+def _write_photos(folder: Path, size: tuple[int, int]) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = [folder / "street_a" / "0001.jpg", folder / "street_b" / "0001.jpg"]  # same name, two folders
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+    return paths
+
+
+def test_tmt_predict_writes_one_palette_png_per_image_at_its_native_size(tmp_path, capsys, monkeypatch):
+    """Photos of 44 x 60 (not a multiple of the patch), evaluated at base_size 32, unlabelled."""
+    _write_photos(tmp_path / "photos", (44, 60))
+    config = tmt_config()
+    config["data"]["init_args"].update(
+        target_test={
+            "dataset": "folder", "root": str(tmp_path / "photos"), "image_dir": ".",
+            "image_suffix": ".jpg", "labelled": False,
+            "class_names": ["sky", "building", "road", "sidewalk", "vegetation", "vehicle", "person", "sign"],
+        },
+        base_size=32,
+    )  # fmt: skip
+    run = ["predict", "--config", str(write_config(tmp_path / "tmt.yaml", config))]
+    run += ["--trainer.default_root_dir", str(tmp_path / "run")]
+    for _ in range(2):  # a second run writes a new folder beside the first
+        code, err = run_cli(run, capsys, monkeypatch)
+        assert code == 0, err
+    folders = sorted((tmp_path / "run" / "predictions").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        written = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png"))
+        assert written == ["street_a/0001.png", "street_b/0001.png"]
+        with Image.open(folder / "street_a" / "0001.png") as mask:
+            assert mask.mode == "P" and mask.size == (60, 44)
+            ids = np.asarray(mask)
+        assert ids.max() < 8
+        assert Image.open(folder / "street_b" / "0001.png").getpalette()[:3] != [0, 0, 0]
+
+
+def test_promptcam_predict_writes_a_csv_of_classes_and_probabilities(tmp_path, capsys, monkeypatch):
+    config = tmt_config()
+    config["model"] = {
+        "class_path": "tmtcam.tasks.PromptCAMClassifier",
+        "init_args": {"backbone": TINY_BACKBONE, "num_classes": 16},
+    }
+    config["data"] = {
+        "class_path": "data_modules.species.SpeciesDataModule",
+        "init_args": {"dataset": "synthetic", "image_size": 32, "num_test_images": 5, "batch_size": 2},
+    }
+    run = ["predict", "--config", str(write_config(tmp_path / "pc.yaml", config))]
+    code, err = run_cli([*run, "--trainer.default_root_dir", str(tmp_path / "run")], capsys, monkeypatch)
+    assert code == 0, err
+    (table,) = (tmp_path / "run" / "predictions").glob("*/predictions.csv")
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 5
+    assert rows[0]["path"].startswith("synthetic/")
+    for row in rows:
+        assert 0 <= int(row["predicted"]) < 16 and row["class_name"]
+        assert 1 / 16 <= float(row["probability"]) <= 1
+
+
+def test_mask_names_keep_sub_folders_relative_to_the_common_folder():
+    root = Path("/data/acdc/rgb_anon")
+    assert mask_name("/data/acdc/rgb_anon/fog/val/x_rgb_anon.png", root) == Path("fog/val/x_rgb_anon.png")
+    assert mask_name("/elsewhere/y.jpg", root) == Path("y.png")
+    assert mask_name("synthetic/pair/target/test/000003", None) == Path("000003.png")

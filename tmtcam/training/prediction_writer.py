@@ -1,0 +1,144 @@
+"""``tmtcam predict`` writes its predictions to files, as mmseg's ``--out`` / a classifier's CSV would.
+
+Lightning's ``predict`` only returns the outputs (and keeps every one of them in memory until the
+end: 500 Cityscapes masks are 1 GB as uint8). This callback writes each batch as it comes, so the
+CLI runs ``predict`` with ``return_predictions=False``:
+
+* segmentation (a ``predict_step`` output with ``"mask"``): one palette PNG per image whose pixel
+  values are the train ids (255 = none) and whose palette shows them in colour, at the image's
+  native size, named after the image's path relative to the dataset's common folder;
+* classification (``"logits"``): one CSV, ``path, predicted, class_name, probability``.
+
+Each ``predict`` run writes to a new folder ``<trainer.default_root_dir>/predictions/<UTC time>``,
+so nothing an earlier run wrote is replaced. Under DDP every rank writes its own images (their
+names cannot collide) and its own CSV (``predictions-rank<r>.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+
+from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
+
+IGNORE_INDEX = 255
+
+
+class PredictionFileWriter(BasePredictionWriter):
+    """Writes ``predict`` outputs under ``<default_root_dir>/<folder>/<UTC time>`` (module doc)."""
+
+    def __init__(self, folder: str = "predictions") -> None:
+        super().__init__(write_interval="batch")
+        self.folder = folder
+        self.out_dir: Path | None = None
+        self._common_root: Path | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        parent = Path(trainer.default_root_dir) / self.folder
+        self.out_dir = Path(trainer.strategy.broadcast(str(_new_folder(parent))))
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        assert self.out_dir is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._common_root = _common_image_folder(trainer.predict_dataloaders)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            print(f"tmtcam: predictions written to {self.out_dir}")
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if not isinstance(prediction, dict):
+            return
+        paths = [str(path) for path in prediction.get("path", ())]
+        if "mask" in prediction:
+            self._write_masks(prediction["mask"], paths, int(pl_module.hparams.get("num_classes", 255)))
+        elif "logits" in prediction:
+            names = list(pl_module.hparams.get("class_names") or [])
+            self._append_rows(prediction["logits"], paths, names, trainer.global_rank, trainer.world_size)
+
+    def _write_masks(self, masks: torch.Tensor, paths: list[str], num_classes: int) -> None:
+        assert self.out_dir is not None
+        colours = np.full((256, 3), IGNORE_COLOUR, dtype=np.uint8)
+        colours[:num_classes] = palette(min(num_classes, 255))
+        for mask, path in zip(masks.cpu().numpy().astype(np.uint8), paths, strict=True):
+            target = self.out_dir / mask_name(path, self._common_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            picture = Image.fromarray(mask, mode="P")
+            picture.putpalette(colours.reshape(-1).tolist())
+            picture.save(target)
+
+    def _append_rows(
+        self, logits: torch.Tensor, paths: list[str], names: list[str], rank: int, world_size: int
+    ) -> None:
+        assert self.out_dir is not None
+        file = self.out_dir / ("predictions.csv" if world_size == 1 else f"predictions-rank{rank}.csv")
+        probabilities = logits.detach().float().softmax(-1).cpu()
+        best, predicted = probabilities.max(-1)
+        new_file = not file.exists()
+        with file.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new_file:
+                writer.writerow(["path", "predicted", "class_name", "probability"])
+            for path, index, probability in zip(paths, predicted.tolist(), best.tolist(), strict=True):
+                name = names[index] if index < len(names) else str(index)
+                writer.writerow([path, index, name, f"{probability:.6f}"])
+
+
+def _new_folder(parent: Path) -> Path:
+    """``parent/<UTC time>``, with ``-2``, ``-3`` ... when a run in the same second already has it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    candidate, number = parent / stamp, 1
+    while candidate.exists():
+        number += 1
+        candidate = parent / f"{stamp}-{number}"
+    return candidate
+
+
+def mask_name(image_path: str, common_root: Path | None) -> Path:
+    """``<image path relative to the dataset's common folder, suffix dropped>.png``.
+
+    Relative paths keep images of different sub-folders apart (Cityscapes cities, ACDC conditions,
+    a user's nested folders); an image outside the common folder (or none known) keeps its name.
+    """
+    path = Path(image_path)
+    if common_root is not None:
+        try:
+            path = path.relative_to(common_root)
+        except ValueError:
+            path = Path(path.name)
+    else:
+        path = Path(path.name)
+    return path.with_suffix(".png")
+
+
+def _common_image_folder(loaders: Any) -> Path | None:
+    """The deepest folder holding every image of the predict data (datasets with ``records``)."""
+    loaders = loaders if isinstance(loaders, list) else [loaders]
+    folders = [
+        str(Path(record.image).parent)
+        for loader in loaders
+        for record in getattr(getattr(loader, "dataset", None), "records", ())
+        if hasattr(record, "image")
+    ]
+    return Path(os.path.commonpath(folders)) if folders else None
