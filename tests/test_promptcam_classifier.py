@@ -153,6 +153,23 @@ def test_checkpoint_holds_no_backbone_and_reloads_to_identical_logits(tmp_path, 
     assert not restored.model.backbone.training
 
 
+def test_a_random_backbone_without_weights_file_is_kept_in_the_checkpoint(tmp_path):
+    """Nothing else could rebuild it: reloaded under another seed, the logits are the same."""
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="no weights file and pretrained is false"):
+        module = PromptCAMClassifier(dict(TINY), num_classes=4, warmup_epochs=1, heatmap_images=0)
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=ColourData())
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    assert [name for name in torch.load(path, weights_only=True)["state_dict"] if "backbone" in name]
+    torch.manual_seed(1)  # a different random backbone is built first, then replaced by the saved one
+    restored = PromptCAMClassifier.load_from_checkpoint(path).eval()
+    images = ColourCasts(4, 5).images
+    with torch.no_grad():
+        assert torch.equal(module.eval()(images), restored(images))
+
+
 def test_a_checkpoint_refuses_a_replaced_backbone_weights_file(tmp_path, backbone_config):
     # the prompts are only meaningful on the backbone they were trained on; the file is rebuilt from
     # its path on load, so a file rewritten since (another pre-training) must be refused, not used

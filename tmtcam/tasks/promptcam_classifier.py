@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -135,6 +136,13 @@ class PromptCAMClassifier(LightningModule):
         built = build_backbone(dict(backbone))  # refuses a missing or corrupt weights file
         weights = backbone.get("weights")
         self._weights_sha256 = file_sha256(weights) if weights else None  # checked against checkpoints
+        # nothing outside the checkpoint can rebuild a randomly initialised backbone, so it is kept
+        self._backbone_in_checkpoint = not weights and not backbone.get("pretrained", False)
+        if self._backbone_in_checkpoint:
+            rank_zero_warn(
+                "model.init_args.backbone has no weights file and pretrained is false: the prompts learn on "
+                "a frozen *random* ViT (checkpoints keep it). Give backbone.weights for a pre-trained one."
+            )
         if num_classes is None:
             self._pending_backbone = built  # finished at setup
         else:
@@ -314,13 +322,15 @@ class PromptCAMClassifier(LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for name in [name for name in state if name.startswith(BACKBONE_PREFIX)]:
-            del state[name]
+        if not self._backbone_in_checkpoint:  # rebuilt from its weights file (SHA-256 stamped below)
+            for name in [name for name in state if name.startswith(BACKBONE_PREFIX)]:
+                del state[name]
         stamp_checkpoint(checkpoint, self, self.hparams.num_classes)
         stamp_backbone_weights(checkpoint, self.hparams.backbone.get("weights"), self._weights_sha256)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put back the rebuilt backbone's weights so the strict state-dict load sees every key."""
+        """Put back the rebuilt backbone's weights (unless the checkpoint holds them) so the strict
+        state-dict load sees every key."""
         model = self._require_model()
         saved_method = checkpoint.get("hyper_parameters", {}).get("method", self.hparams.method)
         if saved_method != self.hparams.method:
@@ -329,8 +339,9 @@ class PromptCAMClassifier(LightningModule):
             )
         check_checkpoint(checkpoint, self, self.hparams.num_classes)
         check_backbone_weights(checkpoint, self._weights_sha256)
-        backbone = {f"{BACKBONE_PREFIX}{name}": value for name, value in model.backbone.state_dict().items()}
-        checkpoint["state_dict"].update(backbone)
+        state = checkpoint["state_dict"]
+        for name, value in model.backbone.state_dict().items():
+            state.setdefault(f"{BACKBONE_PREFIX}{name}", value)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Prompts and heads; the backbone's parameters have ``requires_grad=False``."""
