@@ -79,7 +79,7 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     tmp_path, capsys, monkeypatch
 ):
     """A config's loggers pin ``save_dir``; ``--trainer.default_root_dir`` (as the SLURM script passes
-    it) must still put logs and checkpoints in that run dir, where ``--ckpt_path last`` and
+    it, or from a second YAML) must still put logs and checkpoints in that run dir, where ``--ckpt_path last`` and
     ``init_checkpoint: <run dir>`` find them."""
     config = tmt_config()
     config_dir = str(tmp_path / "from_config")
@@ -95,6 +95,13 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     assert code == 0, err
     assert list(job.rglob("last.ckpt")) and (job / "lightning_logs").is_dir()
     assert not (tmp_path / "from_config").exists()
+    # the same when the run dir comes from a second YAML instead of the command line
+    override = write_config(
+        tmp_path / "run_dir.yaml", {"trainer": {"default_root_dir": str(tmp_path / "yaml")}}
+    )
+    code, err = run_cli(["fit", "--config", str(path), "--config", str(override)], capsys, monkeypatch)
+    assert code == 0, err
+    assert list((tmp_path / "yaml").rglob("last.ckpt")) and not (tmp_path / "from_config").exists()
     stage_two = ["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / "stage2")]
     code, err = run_cli([*stage_two, "--model.init_args.init_checkpoint", str(job)], capsys, monkeypatch)
     assert code == 0, err

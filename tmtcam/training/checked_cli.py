@@ -10,7 +10,6 @@ a :class:`~tmtcam.training.preflight.ConfigError`.
 
 from __future__ import annotations
 
-import sys
 import traceback
 from pathlib import Path
 
@@ -46,10 +45,6 @@ class CheckedLightningCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Check ``--ckpt_path`` against the model *as configured*, before its hyper-parameters replace it."""
         super().parse_arguments(parser, args)
-        tokens = sys.argv[1:] if args is None else args
-        self._root_dir_on_command_line = isinstance(tokens, list) and any(
-            str(token).startswith("--trainer.default_root_dir") for token in tokens
-        )
         config = self.config.get(self.config.get("subcommand") or "", self.config)
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last_checkpoint(config.trainer.default_root_dir)
@@ -71,7 +66,7 @@ class CheckedLightningCLI(LightningCLI):
             check_fresh_run_dir(config.trainer.get("default_root_dir"), config.get("ckpt_path"))
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # written to files per batch (PredictionFileWriter)
-        if self._root_dir_on_command_line and config.trainer.get("default_root_dir"):
+        if config.trainer.get("default_root_dir"):
             place_loggers_in_run_dir(config.trainer)
 
     def instantiate_classes(self) -> None:
@@ -131,12 +126,12 @@ def check_fresh_run_dir(root: str | None, ckpt_path: str | None) -> None:
 
 
 def place_loggers_in_run_dir(trainer: Namespace) -> None:
-    """Move every logger's ``save_dir`` to ``trainer.default_root_dir``.
+    """Move every logger's ``save_dir`` to ``trainer.default_root_dir``: the run dir holds the run.
 
-    Called when ``--trainer.default_root_dir`` is given on the command line. Lightning puts
-    checkpoints in the first logger's folder, so the configs' fixed ``save_dir`` would pin logs
-    *and* checkpoints to the config's folder whatever the command line says: every SLURM job of one
-    config shared it, and ``--ckpt_path last`` (which searches the run dir) found nothing.
+    Lightning puts checkpoints in the first logger's folder, so a logger's own ``save_dir`` would pin
+    logs *and* checkpoints elsewhere whatever ``default_root_dir`` says (on the command line, or in
+    a second YAML): every SLURM job of one config shared one folder, and ``--ckpt_path last`` and
+    the fresh-run check (which search the run dir) found nothing.
     """
     loggers = trainer.get("logger")
     if not loggers or isinstance(loggers, bool):
