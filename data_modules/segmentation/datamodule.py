@@ -90,6 +90,11 @@ class DomainPairDataModule(L.LightningDataModule):
                 self.hparams[role] = dataclasses.asdict(self.hparams[role])
         self.source = self._complete(source, "source")
         self.target = self._complete(target, "target")
+        if target_val is None and self.target.dataset == "folder" and not self.target.labelled:
+            raise ValueError(
+                "data.init_args.target is an unlabelled folder (labelled: false), so there is nothing to "
+                "validate on: give a labelled data.init_args.target_val"
+            )
         val = target_val or self.target.replace(split="val", labelled=True, num_images=None)
         if target_val is None and self.target.dataset == "folder":
             warnings.warn(
@@ -98,9 +103,9 @@ class DomainPairDataModule(L.LightningDataModule):
                 "give a held-out folder as target_val",
                 stacklevel=2,
             )
-        self.target_val = self._complete(val, "target")
+        self.target_val = self._complete(val, "target_val")
         if target_test is not None:
-            self.target_test = self._complete(target_test, "target")
+            self.target_test = self._complete(target_test, "target_test")
         elif self.target.dataset == "synthetic":
             self.target_test = self.target.replace(split="test", labelled=True, num_images=None)
         else:
@@ -114,10 +119,28 @@ class DomainPairDataModule(L.LightningDataModule):
             spec = DomainSpec(**spec)
         if spec.dataset == "synthetic":
             spec = spec.replace(
-                domain=spec.domain or role, image_size=spec.image_size or self.hparams.crop_size
+                domain=spec.domain or ("target" if role.startswith("target") else role),
+                image_size=spec.image_size or self.hparams.crop_size,
             )
+        elif role in ("target_val", "target_test"):
+            spec = self._inherit_label_space(spec)
         check_spec(spec, role)
         return spec
+
+    def _inherit_label_space(self, spec: DomainSpec) -> DomainSpec:
+        """A ``folder`` val/test domain that names no label space takes the ``folder`` target's.
+
+        Its ``num_classes`` / ``class_names`` / ``id_map`` would otherwise default to Cityscapes' 19
+        classes and be refused against a target of another label space, e.g. when ``predict`` is
+        pointed at a folder of photos.
+        """
+        names_none = spec.num_classes is None and spec.class_names is None and spec.id_map is None
+        if spec.dataset != "folder" or self.target.dataset != "folder" or not names_none:
+            return spec
+        target = self.target
+        return spec.replace(
+            num_classes=target.num_classes, class_names=target.class_names, id_map=target.id_map
+        )
 
     def _check_label_spaces(self) -> None:
         names = domain_class_names(self.source)

@@ -122,14 +122,15 @@ def missing_folder(spec: DomainSpec, role: str) -> str | None:
     """A message naming the first folder of ``spec`` that does not exist (key and path), else ``None``.
 
     Only the folders the config names (``root``, and a ``folder`` domain's ``image_dir`` /
-    ``mask_dir``): the layout below them is the readers' to check, with their own messages.
+    ``mask_dir``, the latter only when labelled): the layout below them is the readers' to check,
+    with their own messages.
     """
     if spec.dataset == "synthetic":
         return None
     base = Path(spec.root).expanduser() if spec.root is not None else None
     folders = [(f"{role}.root", base)] if base is not None else []
     if spec.dataset == "folder":
-        for key in ("image_dir", "mask_dir"):
+        for key in ("image_dir", "mask_dir") if spec.labelled else ("image_dir",):
             value = getattr(spec, key)
             if value is not None:
                 folders.append((f"{role}.{key}", (base or Path()) / Path(value).expanduser()))

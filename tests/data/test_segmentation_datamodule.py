@@ -108,6 +108,33 @@ def test_a_folder_target_without_target_val_warns_that_validation_uses_training_
         )
 
 
+def test_an_unlabelled_folder_target_needs_no_masks_but_a_labelled_target_val(tmp_path: Path):
+    (tmp_path / "photos").mkdir()
+    unlabelled = {"dataset": "folder", "root": str(tmp_path), "image_dir": "photos", "mask_dir": "masks"}
+    unlabelled["labelled"] = False
+    with pytest.raises(
+        ValueError, match=r"target is an unlabelled folder .* give a labelled data\.init_args\.target_val"
+    ):
+        DomainPairDataModule({"dataset": "cityscapes", "root": str(tmp_path)}, unlabelled)
+    val = dict(unlabelled, labelled=True, image_dir="val", mask_dir="val_masks")
+    data = DomainPairDataModule({"dataset": "cityscapes", "root": str(tmp_path)}, unlabelled, target_val=val)
+    with pytest.raises(FileNotFoundError, match=r"^data\.init_args\.target_val\.image_dir: .*val "):
+        data.check_folders("fit")  # the target's missing masks/ folder is not asked for
+
+
+def test_folder_val_and_test_domains_take_the_folder_targets_label_space():
+    names = ["sky", "road", "car"]
+    target = {"dataset": "folder", "root": "/d", "image_dir": "i", "mask_dir": "m", "class_names": names}
+    source = dict(target, root="/s")
+    photos = {"dataset": "folder", "root": "/p", "image_dir": ".", "labelled": False}
+    data = DomainPairDataModule(source, target, target_val=dict(target, root="/v"), target_test=photos)
+    assert data.target_test.class_names == names and data.class_names == names
+    with pytest.raises(ValueError, match="target_test .* one label space"):  # a label space of its own
+        DomainPairDataModule(
+            source, target, target_val=dict(target, root="/v"), target_test=dict(photos, num_classes=5)
+        )
+
+
 def test_yaml_domain_specs_parse_as_in_docs():
     """The DomainSpec snippets of docs/datasets.md are plain mappings under the datamodule's init_args."""
     parser = ArgumentParser()
