@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
 
 from tmtcam.training.preflight import ConfigError, check_devices, check_schedule_length, requested_devices
@@ -137,6 +139,34 @@ def test_missing_data_folders_are_refused_before_the_run_dir_is_written(tmp_path
         err,
         f"data.init_args.root: folder not found: {tmp_path / 'CUB_200_2011'} is not a directory (cub data)",
     )
+
+
+SYNTHETIC_CLASSES = ["sky", "building", "road", "sidewalk", "vegetation", "vehicle", "person", "sign"]
+
+
+def _folder_val(root: Path, image_names: list[str], mask_names: list[str]) -> dict:
+    """A labelled 'folder' validation domain on disk, with the images and masks named."""
+    for folder, names in (("images", image_names), ("labels", mask_names)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(root / folder / name)
+    return {"dataset": "folder", "root": str(root), "image_dir": "images", "mask_dir": "labels",
+            "class_names": SYNTHETIC_CLASSES}  # fmt: skip
+
+
+def test_unreadable_data_is_one_message_before_the_run_dir_is_written(tmp_path, capsys, monkeypatch):
+    """The data module is set up (files indexed and paired) with the config checks, not after the
+    loggers have created the run dir; its error is one line naming the file."""
+    config = tmt_config()
+    config["data"]["init_args"]["target_val"] = _folder_val(tmp_path / "mine", ["a.png"], ["a.png", "b.png"])
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "invalid data: MissingCounterpartError", "b.png")
+    assert "Traceback" not in err
+
+
+def test_model_classes_other_than_the_datas_are_refused_naming_the_key(tmp_path, capsys, monkeypatch):
+    code, err = run_cli(fit(tmp_path, tmt_config(num_classes=19)), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "model.init_args.num_classes=19 but the data has 8 classes")
 
 
 @pytest.mark.parametrize("accelerator", ["gpu", "cuda"])

@@ -14,9 +14,11 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
+from PIL import Image
 from tiny_configs import TINY_BACKBONE, assert_nothing_lost, run_cli, snapshot, tmt_config, write_config
 from torch.utils.data import DataLoader
 
@@ -237,3 +239,26 @@ def test_a_differing_earlier_config_is_moved_aside_not_overwritten(tmp_path):
     moved = keep_earlier_config(path, "model: b\n")
     assert moved is not None and moved.name.startswith("config-") and moved.read_text() == "model: a\n"
     assert not path.exists()
+
+
+def test_an_image_that_breaks_mid_run_stops_with_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    """Decoding is per item (indexing 25k files must stay cheap), so a corrupt image surfaces in
+    training; it is a message naming the file (exit 1), not a DataLoader traceback."""
+    root = tmp_path / "mine"
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True)
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(root / "labels" / f"{name}.png")
+    broken = root / "images" / "b.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated: the header survives, the pixels do not
+    config = tmt_config()
+    config["data"]["init_args"]["target"] = {
+        "dataset": "folder", "root": str(root), "image_dir": "images", "mask_dir": "labels",
+        "class_names": ["sky", "building", "road", "sidewalk", "vegetation", "vehicle", "person", "sign"],
+    }  # fmt: skip
+    args = ["fit", "--config", str(write_config(tmp_path / "c.yaml", config))]
+    code, err = run_cli([*args, "--trainer.default_root_dir", str(tmp_path / "run")], capsys, monkeypatch)
+    assert code == 1, err[-2000:]
+    assert re.search(r"^tmtcam: error: CorruptImageError: .*b\.png", err, re.MULTILINE), err[-2000:]
+    assert "Traceback" not in err

@@ -103,12 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args[0], args[1:])
     if args[:1] in (["-h"], ["--help"]):
         print(EXTRA_HELP)
-    from tmtcam.training.checked_cli import USER_FACING_ERRORS, ConfigError
+    from tmtcam.training.checked_cli import USER_FACING_ERRORS
+    from tmtcam.training.preflight import ConfigError, DataError
 
     try:
         run_lightning_cli(argv)
     except USER_FACING_ERRORS as error:
-        kind = "invalid configuration" if isinstance(error, ConfigError) else type(error).__name__
+        kinds = ((DataError, "invalid data"), (ConfigError, "invalid configuration"))
+        kind = next((text for cls, text in kinds if isinstance(error, cls)), type(error).__name__)
         print(f"tmtcam: error: {kind}: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
     return 0

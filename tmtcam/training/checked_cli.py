@@ -16,6 +16,8 @@ from pathlib import Path
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from data_modules.segmentation import SegmentationDataError
+from data_modules.species import SpeciesDataError
 from tmtcam.backbones.loading import WeightsError
 from tmtcam.training.checkpoint_compat import (
     CheckpointMismatch,
@@ -25,15 +27,18 @@ from tmtcam.training.checkpoint_compat import (
 from tmtcam.training.guards import TrainingFault
 from tmtcam.training.preflight import (
     ConfigError,
-    check_data_folders,
+    check_data,
     check_devices,
     check_input_geometry,
     check_schedule_length,
     fill_normalization,
 )
 
-# raised on purpose, with a message meant for the user (the CLI prints them without a traceback)
-USER_FACING_ERRORS = (ConfigError, TrainingFault, CheckpointMismatch, WeightsError)
+# raised on purpose, with a message meant for the user (the CLI prints them without a traceback);
+# the data errors name the file, also when one is met mid-run (a corrupt image at step 5000)
+USER_FACING_ERRORS = (
+    ConfigError, TrainingFault, CheckpointMismatch, WeightsError, SegmentationDataError, SpeciesDataError,
+)  # fmt: skip
 # what constructors raise for a bad argument value (FileNotFoundError: e.g. a missing init checkpoint)
 CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFoundError)
 
@@ -79,7 +84,7 @@ class CheckedLightningCLI(LightningCLI):
             kind = "" if type(cause) in (ValueError, ConfigError) else f"{type(cause).__name__}: "
             raise ConfigError(f"{kind}{cause}") from error
         check_input_geometry(self.model, self.datamodule)
-        check_data_folders(self.datamodule, self.subcommand)
+        check_data(self.model, self.datamodule, self.subcommand)
 
 
 def resolve_last_checkpoint(root: str | None) -> str:

@@ -30,6 +30,10 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the config key(s) to change."""
 
 
+class DataError(ConfigError):
+    """Data the configuration points at that cannot be read; the message names the file or folder."""
+
+
 def requested_devices(devices: Any) -> int | None:
     """How many devices ``trainer.devices`` asks for (``None``: "auto"/"-1", i.e. whatever there is)."""
     if isinstance(devices, Sequence) and not isinstance(devices, str):
@@ -165,16 +169,31 @@ def training_image_side(datamodule: LightningDataModule | None) -> tuple[str, in
     return "", None
 
 
-def check_data_folders(datamodule: LightningDataModule | None, stage: str | None) -> None:
-    """The data folders the config names for ``stage`` exist, before loggers create the run dir.
+def check_data(
+    model: LightningModule | None, datamodule: LightningDataModule | None, stage: str | None
+) -> None:
+    """The data the config names for ``stage`` is there and readable, before loggers write anything.
 
-    A data module may declare ``check_folders(stage)``, raising ``FileNotFoundError`` that names
-    the config key and path; the layout inside a folder is left to the readers at setup.
+    A data module that declares ``check_folders(stage)`` (tmtcam's two do; it raises
+    ``FileNotFoundError`` naming the config key and path) is then set up here: files indexed and
+    paired, split lists read, ``verify`` run. A wrong suffix, an image without its mask or a split
+    list naming a missing file is then one message, not a traceback after the run dir was created;
+    Lightning's own ``setup`` call later finds the work done. Other data modules are left to
+    Lightning (their ``setup`` may need ``prepare_data`` first). Last, a ``num_classes`` the model
+    was given must be the data's.
     """
     check_folders = getattr(datamodule, "check_folders", None)
     if stage is None or not callable(check_folders):
         return
     try:
         check_folders(stage)
-    except FileNotFoundError as error:
-        raise ConfigError(f"FileNotFoundError: {error}") from error
+        datamodule.setup(stage)
+    except (FileNotFoundError, ValueError) as error:
+        raise DataError(f"{type(error).__name__}: {error}") from error
+    model_classes = (getattr(model, "hparams", None) or {}).get("num_classes")
+    data_classes = getattr(datamodule, "num_classes", None)
+    if model_classes is not None and data_classes is not None and int(model_classes) != int(data_classes):
+        raise ConfigError(
+            f"model.init_args.num_classes={model_classes} but the data has {data_classes} classes "
+            f"({getattr(datamodule, 'class_names', None)}); make them agree"
+        )
