@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb
 from tiny_configs import run_cli, tmt_config, write_config
 
 from tmtcam.tasks import TMTSegmentation
@@ -128,3 +129,25 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     assert code == 2 and "init_checkpoint" in err and f"no last.ckpt under the folder {empty}" in err, err[
         -2000:
     ]
+
+
+def test_resuming_a_wandb_run_keeps_its_run_id_and_checkpoint_folder(tmp_path, capsys, monkeypatch):
+    """Without the id read back from the checkpoint's path, the resumed run got a new W&B id, its
+    checkpoints a new folder, and ModelCheckpoint forgot its best score ("dirpath has changed")."""
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    boring = "lightning.pytorch.demos.boring_classes"
+    args = [
+        "fit", "--model", f"{boring}.BoringModel", "--data", f"{boring}.BoringDataModule",
+        "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger+=WandbLogger",
+        "--trainer.logger.init_args.offline", "true", "--trainer.logger.init_args.project", "proj",
+    ]  # fmt: skip
+    code, err = run_cli([*args, "--trainer.max_steps", "2"], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    (first,) = tmp_path.glob("proj/*/checkpoints/last.ckpt")
+    wandb.finish()  # as when the first run's process ends (the logger would otherwise reuse wandb.run)
+    code, err = run_cli([*args, "--trainer.max_steps", "4", "--ckpt_path", "last"], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    assert list(tmp_path.glob("proj/*/checkpoints")) == [first.parent]
+    assert torch.load(first, weights_only=False)["global_step"] == 4
+    assert "dirpath has changed" not in err

@@ -10,6 +10,7 @@ a :class:`~tmtcam.training.preflight.ConfigError`.
 
 from __future__ import annotations
 
+import os
 import traceback
 from pathlib import Path
 
@@ -73,6 +74,8 @@ class CheckedLightningCLI(LightningCLI):
             config.return_predictions = False  # written to files per batch (PredictionFileWriter)
         if config.trainer.get("default_root_dir"):
             place_loggers_in_run_dir(config.trainer)
+        if self.subcommand == "fit" and config.get("ckpt_path"):
+            continue_wandb_run(config.trainer, config.ckpt_path)
 
     def instantiate_classes(self) -> None:
         try:
@@ -145,6 +148,33 @@ def place_loggers_in_run_dir(trainer: Namespace) -> None:
         init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
         if init_args is not None and "save_dir" in init_args:
             init_args.save_dir = trainer.default_root_dir
+
+
+def continue_wandb_run(trainer: Namespace, ckpt_path: str) -> None:
+    """Resuming a run whose first logger is W&B continues that W&B run, in its checkpoint folder.
+
+    Lightning keeps checkpoints in ``<save_dir>/<project>/<run id>/checkpoints``. A resumed run under
+    a new id would write to a new folder: ``ModelCheckpoint`` then forgets the best score so far
+    ("dirpath has changed") and W&B shows two runs. The id is read back from the checkpoint's path
+    (``resume: allow``); a configured ``id`` or ``WANDB_RUN_ID`` (the SLURM script's) wins. A CSV
+    logger's version is not reused: Lightning would delete its ``metrics.csv``.
+    """
+    loggers = trainer.get("logger")
+    first = (loggers[0] if loggers else None) if isinstance(loggers, list) else loggers
+    if not isinstance(first, Namespace) or not str(first.get("class_path", "")).endswith("WandbLogger"):
+        return
+    init_args = first.get("init_args") or Namespace()
+    if init_args.get("id") or os.environ.get("WANDB_RUN_ID"):
+        return
+    checkpoint = Path(ckpt_path)
+    run_folder = checkpoint.parent.parent
+    if checkpoint.parent.name != "checkpoints" or run_folder.parent.name != (
+        init_args.get("project") or "lightning_logs"
+    ):
+        return  # not a checkpoint this logger wrote (an hpc_ckpt, a copied file)
+    init_args.id = run_folder.name
+    init_args.resume = init_args.get("resume") or "allow"
+    first.init_args = init_args
 
 
 def innermost_cause(error: BaseException) -> BaseException:
