@@ -40,6 +40,10 @@ def test_tmt_predict_writes_one_palette_png_per_image_at_its_native_size(tmp_pat
         assert code == 0, err
     folders = sorted((tmp_path / "run" / "predictions").iterdir())
     assert len(folders) == 2
+    # a run dir's config.yaml stays the training run's; predict writes its own beside it
+    assert (tmp_path / "run" / "config-predict.yaml").is_file() and not (
+        tmp_path / "run" / "config.yaml"
+    ).exists()
     for folder in folders:
         written = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png"))
         assert written == ["street_a/0001.png", "street_b/0001.png"]

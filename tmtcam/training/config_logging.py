@@ -7,7 +7,9 @@ there), so DDP runs log it once.
 The CLI lets a run overwrite ``config.yaml`` (a resumed run must be able to start in its own log
 dir), but when the log dir is shared by runs (no logger, or W&B first, whose log dir is its
 ``save_dir``) that would throw away the config of the earlier run, perhaps because the new one
-failed at once. A differing earlier config is therefore moved aside, never overwritten.
+failed at once. A differing earlier config is therefore moved aside, never overwritten; and
+``validate`` / ``test`` / ``predict`` write ``config-<stage>.yaml``, so the config beside a
+run's checkpoints stays the one it was trained with.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class SaveAndLogConfig(SaveConfigCallback):
     """``SaveConfigCallback`` that keeps earlier configs and logs the resolved one to each logger."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":  # validate/test/predict in a run dir keep the training run's config.yaml
+            name = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
+            self.config_filename = f"{Path(self.config_filename).stem}-{name}.yaml"
         if self.save_to_log_dir and not self.already_saved:
             log_dir = trainer.log_dir  # a broadcast: every rank must ask
             if trainer.is_global_zero and log_dir:
