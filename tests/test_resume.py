@@ -147,6 +147,7 @@ def test_resuming_a_wandb_run_keeps_its_run_id_and_checkpoint_folder(tmp_path, c
     (first,) = tmp_path.glob("proj/*/checkpoints/last.ckpt")
     wandb.finish()  # as when the first run's process ends (the logger would otherwise reuse wandb.run)
     code, err = run_cli([*args, "--trainer.max_steps", "4", "--ckpt_path", "last"], capsys, monkeypatch)
+    wandb.finish()  # or the next test's logger would pick up this run
     assert code == 0, err[-2000:]
     assert list(tmp_path.glob("proj/*/checkpoints")) == [first.parent]
     assert torch.load(first, weights_only=False)["global_step"] == 4

@@ -72,7 +72,7 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
     from tmtcam.training.prediction_writer import PredictionFileWriter
 
     callbacks = [
-        ModelCheckpoint(save_last=True),
+        ModelCheckpoint(save_last=True, save_top_k=0),  # last.ckpt only: no second copy of it
         NonFiniteLossGuard(),
         RunDirGuard(refuse_existing_checkpoints=True),
         PredictionFileWriter(),
