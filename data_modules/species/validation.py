@@ -90,8 +90,15 @@ def check_same_ids(reference: Iterable[int], reference_file: Path, ids: Iterable
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix, sorted); other files are not images of the set."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files in ``folder`` and its sub-folders, as torchvision's ``ImageFolder`` finds them (by
+    suffix, sorted); other files, and hidden files or folders, are not images of the set."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def list_class_dirs(folder: Path) -> list[Path]:

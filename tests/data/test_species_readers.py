@@ -163,6 +163,16 @@ def test_image_folder_flat_layout_carves_a_stratified_test_split(tmp_path):
     assert set(item) == {"image", "label", "path"} and item["image"].shape == (3, 16, 16)
 
 
+def test_image_folder_finds_images_in_sub_folders_of_a_class_but_not_hidden_ones(tmp_path):
+    make_image_folder(tmp_path / "train", per_class=2)
+    make_image_folder(tmp_path / "test", per_class=1)
+    write_image(tmp_path / "train" / "cat" / "2024" / "june" / "deep.jpg")
+    write_image(tmp_path / "train" / "cat" / ".thumbnails" / "skip.png")
+    index = read_species_index("imagefolder", tmp_path)
+    cats = sorted(r.path.relative_to(tmp_path).as_posix() for r in index.train if r.label == 0)
+    assert cats == ["train/cat/0.png", "train/cat/1.png", "train/cat/2024/june/deep.jpg"]
+
+
 def test_image_folder_split_layout_and_single_class_error(tmp_path):
     make_image_folder(tmp_path / "train")
     make_image_folder(tmp_path / "val", classes=("dog", "fox"), per_class=2)
