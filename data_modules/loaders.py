@@ -8,6 +8,9 @@ species data, so it lives here once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
@@ -30,7 +33,13 @@ def _transform_owner(dataset: Dataset) -> Dataset:
 
 
 def seeded_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool, seed: int
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool,
+    seed: int,
+    collate_fn: Callable[[list], Any] | None = None,
 ) -> DataLoader:
     """A DataLoader whose order (when shuffled) and augmentations depend only on ``seed`` and
     ``num_workers`` (with workers, each augments from its own stream, as in any PyTorch loader).
@@ -52,4 +61,5 @@ def seeded_loader(
         pin_memory=pin_memory,
         worker_init_fn=seed_worker_transform if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        collate_fn=collate_fn,
     )

@@ -21,7 +21,11 @@ from torch.utils.data import DataLoader, Dataset
 from data_modules.loaders import seeded_loader
 from data_modules.normalization import resolve_normalization
 from data_modules.segmentation.factory import build_segmentation_dataset, domain_class_names
-from data_modules.segmentation.image_dataset import SegmentationImageDataset, verify_dataset
+from data_modules.segmentation.image_dataset import (
+    SegmentationImageDataset,
+    same_size_collate,
+    verify_dataset,
+)
 from data_modules.segmentation.label_maps import IGNORE_INDEX, SYNTHIA_13, SYNTHIA_16
 from data_modules.segmentation.specs import DomainSpec, check_spec, missing_folder
 from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
@@ -218,8 +222,10 @@ class DomainPairDataModule(L.LightningDataModule):
         if name not in self.datasets:
             raise RuntimeError(f"call setup() before asking for the {name!r} dataloader")
         h = self.hparams
+        collate = None if shuffle else same_size_collate  # evaluation: images at their native sizes
+        seed = h.seed + _STREAMS[name]
         return seeded_loader(
-            self.datasets[name], batch_size, shuffle, h.num_workers, h.pin_memory, h.seed + _STREAMS[name]
+            self.datasets[name], batch_size, shuffle, h.num_workers, h.pin_memory, seed, collate
         )
 
     @property

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from data_modules.segmentation.label_maps import IGNORE_INDEX, LabelMapping
 from data_modules.segmentation.transforms import SegmentationTransform, build_eval_transform
@@ -132,6 +133,24 @@ class SegmentationImageDataset(Dataset):
         image, mask = self.load(index)
         image_tensor, mask_tensor = self.transform(image, mask)
         return {"image": image_tensor, "mask": mask_tensor, "path": str(self.records[index].image)}
+
+
+def same_size_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` for evaluation batches, which hold images at their native sizes.
+
+    Images of different sizes cannot be stacked; PyTorch's own message ("stack expects each tensor
+    to be equal size") names neither the files nor the setting, and meets the user at the first
+    validation, perhaps hours into a run. This one names both.
+    """
+    image_sizes = {tuple(item["image"].shape[-2:]) for item in items}
+    mask_sizes = {tuple(item["mask"].shape[-2:]) for item in items}
+    if len(image_sizes) > 1 or len(mask_sizes) > 1:
+        shown = ", ".join(f"{item['path']} {tuple(item['image'].shape[-2:])}" for item in items[:3])
+        raise SegmentationDataError(
+            f"an evaluation batch holds images of different sizes ({shown}): evaluate one image at a time "
+            f"with data.init_args.val_batch_size: 1 (mmseg does), or give the images one size"
+        )
+    return default_collate(items)
 
 
 def verify_dataset(dataset: SegmentationImageDataset) -> None:

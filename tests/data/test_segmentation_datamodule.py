@@ -16,6 +16,7 @@ from data_modules.segmentation import (
     SCENE_CLASSES,
     DomainPairDataModule,
     DomainSpec,
+    SegmentationDataError,
     build_eval_transform,
     build_train_transform,
 )
@@ -133,6 +134,24 @@ def test_folder_val_and_test_domains_take_the_folder_targets_label_space():
         DomainPairDataModule(
             source, target, target_val=dict(target, root="/v"), target_test=dict(photos, num_classes=5)
         )
+
+
+def test_an_evaluation_batch_of_differently_sized_images_names_them_and_the_setting(tmp_path: Path):
+    for name, size in (("a", (40, 48)), ("b", (32, 64))):
+        for folder in ("images", "labels"):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            pixels = np.zeros((*size, 3) if folder == "images" else size, dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / folder / f"{name}.png")
+    val = {"dataset": "folder", "root": str(tmp_path), "image_dir": "images", "mask_dir": "labels"}
+    data = DomainPairDataModule({"dataset": "cityscapes", "root": str(tmp_path)}, val, target_val=val)
+    data.hparams.val_batch_size = 2
+    data.setup("validate")
+    with pytest.raises(
+        SegmentationDataError, match=r"a\.png \(40, 48\), .*b\.png \(32, 64\).*val_batch_size: 1"
+    ):
+        next(iter(data.val_dataloader()))
+    data.hparams.val_batch_size = 1
+    assert [batch["image"].shape[-2:] for batch in data.val_dataloader()] == [(40, 48), (32, 64)]
 
 
 def test_yaml_domain_specs_parse_as_in_docs():
