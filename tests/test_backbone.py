@@ -1,11 +1,13 @@
 """The shared ViT core: equality with timm, attention bias, prompts, last-block attention."""
 
+import dataclasses
+import inspect
 import re
 
 import pytest
 import torch
 
-from tmtcam.backbones import PromptInsertion, ViTBackbone, WeightsError, blur_prompt_rows
+from tmtcam.backbones import BackboneConfig, PromptInsertion, ViTBackbone, WeightsError, blur_prompt_rows
 
 
 def test_plain_forward_equals_timm(tiny_vit):
@@ -224,3 +226,11 @@ def test_compiled_blocks_match_eager_and_keep_state_dict_keys():
     assert [block._compiled_call_impl is not None for block in blocks] == [True] * (len(blocks) - 1) + [False]
     images = torch.randn(2, 3, 32, 32)
     assert torch.allclose(compiled(images).patch_tokens, eager(images).patch_tokens, atol=1e-5)
+
+
+def test_backbone_config_mirrors_the_backbone_arguments_and_defaults():
+    """The CLI parses ``backbone:`` as BackboneConfig; a key or default that drifted from ViTBackbone
+    would be refused, or silently change, on the command line only."""
+    parameters = inspect.signature(ViTBackbone.__init__).parameters
+    expected = {name: p.default for name, p in parameters.items() if name != "self"}
+    assert {f.name: f.default for f in dataclasses.fields(BackboneConfig)} == expected

@@ -45,7 +45,7 @@ def test_dino_recipe_in_cub_config_and_weights_override_from_the_command_line():
     assert run.returncode == 0, run.stderr
     printed = yaml.safe_load(run.stdout)
     model, data = printed["model"]["init_args"], printed["data"]["init_args"]
-    assert model["backbone"] == {
+    assert {key: model["backbone"][key] for key in ("model_name", "weights", "img_size")} == {
         "model_name": "vit_base_patch16_224.dino",
         "weights": "/weights/dino_vitb16.pth",
         "img_size": 224,
@@ -65,3 +65,18 @@ def test_imagefolder_root_comes_from_the_command_line(capsys, monkeypatch):
     config = CONFIGS[0].with_name("imagefolder.yaml")
     data = printed_config(config, capsys, monkeypatch, "--data.root", "/my/photos")["data"]["init_args"]
     assert (data["dataset"], data["root"]) == ("imagefolder", "/my/photos")
+
+
+def test_a_second_yaml_setting_one_backbone_key_keeps_the_others(tmp_path, capsys, monkeypatch):
+    """jsonargparse replaces a ``dict`` whole; the backbone is a dataclass so that it merges."""
+    partial = tmp_path / "bigger.yaml"
+    partial.write_text("model:\n  init_args:\n    backbone: {img_size: 448}\n")
+    cub = CONFIGS[0].with_name("cub.yaml")
+    backbone = printed_config(cub, capsys, monkeypatch, "--config", str(partial))["model"]["init_args"][
+        "backbone"
+    ]
+    assert (backbone["model_name"], backbone["weights"], backbone["img_size"]) == (
+        "vit_base_patch16_224.dino",
+        "???",
+        448,
+    )

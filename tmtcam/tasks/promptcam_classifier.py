@@ -28,7 +28,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from tmtcam.backbones import ViTBackbone, build_backbone
+from tmtcam.backbones import BackboneSetting, ViTBackbone, backbone_mapping, build_backbone
 from tmtcam.metrics.interpretability import (
     box_mask,
     keypoint_mask,
@@ -103,7 +103,7 @@ class PromptCAMClassifier(LightningModule):
 
     def __init__(
         self,
-        backbone: dict[str, Any],
+        backbone: BackboneSetting,
         num_classes: int | None = None,
         method: Method = "promptcam",
         prompt_variant: str = "deep",
@@ -125,6 +125,7 @@ class PromptCAMClassifier(LightningModule):
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"model.init_args.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.save_hyperparameters()
+        backbone = self.hparams["backbone"] = backbone_mapping(backbone)  # plain YAML in checkpoints
         self.model: FrozenBackboneModel | None = None
         self._heatmap_batch: dict[str, torch.Tensor] | None = None
         self.localisation_metrics = nn.ModuleDict(
@@ -133,7 +134,7 @@ class PromptCAMClassifier(LightningModule):
         # the backbone (and its weights file) is built now even when the class count waits for the
         # data: a missing or corrupt weights file is then refused before the trainer writes anything
         self._pending_backbone: ViTBackbone | None = None
-        built = build_backbone(dict(backbone))  # refuses a missing or corrupt weights file
+        built = build_backbone(backbone)  # refuses a missing or corrupt weights file
         weights = backbone.get("weights")
         self._weights_sha256 = file_sha256(weights) if weights else None  # checked against checkpoints
         # nothing outside the checkpoint can rebuild a randomly initialised backbone, so it is kept

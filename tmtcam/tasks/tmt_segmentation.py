@@ -32,7 +32,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from tmtcam.backbones import build_backbone
+from tmtcam.backbones import BackboneSetting, build_backbone
 from tmtcam.tmt.segmenter import ACTEOptions, SegmenterOutput, TMAOptions, TMTSegmenter, pixel_priority
 from tmtcam.tmt.transferability import discriminator_loss
 from tmtcam.training.checkpoint_compat import (
@@ -65,7 +65,7 @@ class TMTSegmentation(LightningModule):
 
     Args:
         num_classes: label-space size (must equal the data module's; checked at ``setup``).
-        backbone: :class:`~tmtcam.backbones.ViTBackbone` arguments as a mapping.
+        backbone: :class:`~tmtcam.backbones.ViTBackbone` arguments (a mapping or ``BackboneConfig``).
         method: ``finetune`` | ``global`` | ``patch`` | ``grid`` | ``tmt`` (DESIGN §4.5).
         decoder: ``linear`` | ``mask_transformer``.
         acte, tma: :class:`ACTEOptions`, :class:`TMAOptions` (mappings in YAML).
@@ -84,7 +84,7 @@ class TMTSegmentation(LightningModule):
     def __init__(
         self,
         num_classes: int,
-        backbone: dict[str, Any] | None = None,
+        backbone: BackboneSetting | None = None,
         method: str = "tmt",
         decoder: str = "linear",
         acte: ACTEOptions | None = None,
@@ -106,14 +106,13 @@ class TMTSegmentation(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for key in ("acte", "tma"):  # plain YAML in hparams.yaml and checkpoints
+        for key in ("acte", "tma", "backbone"):  # plain YAML in hparams.yaml and checkpoints
             if is_dataclass(self.hparams[key]):
                 self.hparams[key] = asdict(self.hparams[key])
         if num_classes < 2:
             raise ValueError(f"model.init_args.num_classes must be >= 2, got {num_classes}")
-        backbone_config = dict(backbone or {"model_name": "vit_tiny_patch16_224"})
         self.segmenter = TMTSegmenter(
-            build_backbone(backbone_config), num_classes, method, decoder, acte, tma, seed=seed
+            build_backbone(backbone or {}), num_classes, method, decoder, acte, tma, seed=seed
         )
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.miou_subsets: dict[str, tuple[int, ...]] = {}  # from the data module at setup
