@@ -42,6 +42,7 @@ def test_typo_in_yaml_names_the_key(tmp_path, capsys, monkeypatch):
 def test_typo_on_the_command_line_names_the_key(tmp_path, capsys, monkeypatch):
     code, err = run_cli(fit(tmp_path, tmt_config(), "--trainer.max_stepz", "3"), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, "max_stepz")
+    assert len(err.strip().splitlines()) < 10, err  # one usage line, not every option of `fit`
 
 
 def test_typo_inside_a_nested_mapping_names_the_key(tmp_path, capsys, monkeypatch):

@@ -66,7 +66,7 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from tmtcam.training.checked_cli import CheckedLightningCLI
+    from tmtcam.training.checked_cli import CheckedLightningCLI, ShortUsageParser
     from tmtcam.training.config_logging import SaveAndLogConfig
     from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard
     from tmtcam.training.prediction_writer import PredictionFileWriter
@@ -84,6 +84,7 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
         subclass_mode_data=True,
         trainer_defaults={"callbacks": callbacks},
         save_config_callback=SaveAndLogConfig,
+        parser_class=ShortUsageParser,
         save_config_kwargs={"overwrite": True},
         args=None if argv is None else list(argv),
     )

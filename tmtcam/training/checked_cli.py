@@ -11,8 +11,10 @@ a :class:`~tmtcam.training.preflight.ConfigError`.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
+from typing import IO
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -42,6 +44,14 @@ USER_FACING_ERRORS = (
 )  # fmt: skip
 # what constructors raise for a bad argument value (FileNotFoundError: e.g. a missing init checkpoint)
 CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFoundError)
+
+
+class ShortUsageParser(LightningArgumentParser):
+    """A parser error prints one usage line above the message that names the key, instead of every
+    option of the sub-command (a LightningCLI lists hundreds); ``--help`` still shows them all."""
+
+    def print_usage(self, file: IO[str] | None = None) -> None:
+        (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [options]  (--help lists them)\n")
 
 
 class CheckedLightningCLI(LightningCLI):
