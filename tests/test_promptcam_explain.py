@@ -43,7 +43,7 @@ def _write_images(folder):
     (folder / "notes.txt").write_text("not an image")
 
 
-def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path):
+def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path)
     _write_images(tmp_path / "photos")
     out = tmp_path / "maps"
@@ -56,8 +56,11 @@ def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path):
     assert grid.shape[1] == 4 * (128 + PADDING)  # 128-px tiles: image, the 2 top heads, their mean
     page = (out / "index.html").read_text()
     assert "sub/b.jpg" in page and "top heads" in page and "pred " in page
+    (tmp_path / "photos" / "broken.png").write_bytes(b"not a png")
+    capsys.readouterr()
     main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(out), "--class-index", "2"])
     assert "explained cow" in (out / "index.html").read_text()
+    assert "broken.png" not in (out / "index.html").read_text() and "(1 skipped)" in capsys.readouterr().err
 
 
 def refused(capsys, *args: str) -> str:
@@ -81,10 +84,11 @@ def test_explain_input_errors_name_the_problem(tmp_path, capsys):
     err = refused(capsys, "--ckpt", str(missing), "--images", str(empty), "--out", out)
     assert f"--ckpt: checkpoint not found: {missing}" in err
     assert not (tmp_path / "o").exists()  # refused before any output
-    (empty / "broken.png").write_bytes(b"not a png")
-    assert f"cannot decode image {empty / 'broken.png'}" in refused(
-        capsys, "--ckpt", str(ckpt), "--images", str(empty), "--out", out
-    )
+    (empty / "broken.png").write_bytes(b"not a png")  # one bad file is skipped, naming it; all bad: refused
+    assert main(["--ckpt", str(ckpt), "--images", str(empty), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"tmtcam explain: skipped: cannot decode image {empty / 'broken.png'}" in err
+    assert err.count("cannot decode image") == 1 and "none of its 1 images could be decoded" in err
     err = refused(capsys, "--ckpt", str(ckpt), "--images", str(empty), "--out", out, "--class-index", "5")
     assert "--class-index 5 outside [0, 3)" in err
     probe = _checkpoint(tmp_path, method="linear_probe")

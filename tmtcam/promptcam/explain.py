@@ -85,12 +85,23 @@ def find_images(folder: Path) -> list[Path]:
 
 
 def load_image(path: Path, transform: SpeciesTransform) -> torch.Tensor:
-    """Decoded as the species readers decode for training (16-bit, greyscale and CMYK alike)."""
-    try:
-        pixels = load_rgb(path)
-    except CorruptImageError as err:
-        raise ExplainInputError(f"cannot decode image {path}: {err}") from err
-    return transform(pixels).image
+    """Decoded as the species readers decode for training (16-bit, greyscale and CMYK alike);
+    ``CorruptImageError`` (naming the file) when it cannot be."""
+    return transform(load_rgb(path)).image
+
+
+def load_batch(paths: list[Path], transform: SpeciesTransform) -> tuple[list[Path], list[torch.Tensor]]:
+    """The images of ``paths`` that decode; each one that does not is reported and skipped, so one
+    bad file in a folder of thousands does not stop the gallery."""
+    kept, images = [], []
+    for path in paths:
+        try:
+            images.append(load_image(path, transform))
+        except CorruptImageError as err:
+            print(f"tmtcam explain: skipped: {err}", file=sys.stderr)
+            continue
+        kept.append(path)
+    return kept, images
 
 
 def saved_data_hparams(ckpt: Path) -> dict:
@@ -197,8 +208,10 @@ def explain_folder(args: argparse.Namespace) -> Path:
     names = module.hparams.class_names
     entries = []
     for start in range(0, len(paths), args.batch_size):
-        batch_paths = paths[start : start + args.batch_size]
-        images = torch.stack([load_image(path, transform) for path in batch_paths]).to(args.device)
+        batch_paths, decoded = load_batch(paths[start : start + args.batch_size], transform)
+        if not decoded:
+            continue
+        images = torch.stack(decoded).to(args.device)
         explanation = explain_batch(
             model, images, args.class_index, top_k=top_k, until_misclassified=args.until_misclassified
         )
@@ -209,6 +222,9 @@ def explain_folder(args: argparse.Namespace) -> Path:
             entries.append(
                 (png, str(path.relative_to(args.images)), explanation_caption(explanation, index, names))
             )
+    if not entries:
+        raise ExplainInputError(f"--images {args.images}: none of its {len(paths)} images could be decoded")
     gallery = write_gallery(args.out, entries)
-    print(f"explained {len(paths)} images -> {gallery}", file=sys.stderr)
+    skipped = f" ({len(paths) - len(entries)} skipped)" if len(entries) < len(paths) else ""
+    print(f"explained {len(entries)} images{skipped} -> {gallery}", file=sys.stderr)
     return gallery
