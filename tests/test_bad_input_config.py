@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
+from tiny_configs import TINY_BACKBONE, promptcam_config, run_cli, tmt_config, write_config
 
 from tmtcam.training.preflight import ConfigError, check_devices, check_schedule_length, requested_devices
 
@@ -80,16 +80,7 @@ def test_crop_not_divisible_by_patch_size_names_crop_size(tmp_path, capsys, monk
 
 
 def test_classifier_image_size_not_divisible_names_image_size(tmp_path, capsys, monkeypatch):
-    config = tmt_config()
-    config["model"] = {
-        "class_path": "tmtcam.tasks.PromptCAMClassifier",
-        "init_args": {"backbone": TINY_BACKBONE, "num_classes": 16},
-    }
-    config["data"] = {
-        "class_path": "data_modules.species.SpeciesDataModule",
-        "init_args": {"dataset": "synthetic", "image_size": 30},
-    }
-    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    code, err = run_cli(fit(tmp_path, promptcam_config(image_size=30)), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, "data.init_args.image_size=30", "patch size 8")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
+from tiny_configs import promptcam_config, run_cli, tmt_config, write_config
 
 from tmtcam.training.prediction_writer import mask_name
 
@@ -55,15 +55,7 @@ def test_tmt_predict_writes_one_palette_png_per_image_at_its_native_size(tmp_pat
 
 
 def test_promptcam_predict_writes_a_csv_of_classes_and_probabilities(tmp_path, capsys, monkeypatch):
-    config = tmt_config()
-    config["model"] = {
-        "class_path": "tmtcam.tasks.PromptCAMClassifier",
-        "init_args": {"backbone": TINY_BACKBONE, "num_classes": 16},
-    }
-    config["data"] = {
-        "class_path": "data_modules.species.SpeciesDataModule",
-        "init_args": {"dataset": "synthetic", "image_size": 32, "num_test_images": 5, "batch_size": 2},
-    }
+    config = promptcam_config(num_test_images=5, batch_size=2)
     run = ["predict", "--config", str(write_config(tmp_path / "pc.yaml", config))]
     code, err = run_cli([*run, "--trainer.default_root_dir", str(tmp_path / "run")], capsys, monkeypatch)
     assert code == 0, err

@@ -70,6 +70,21 @@ def tmt_config(**model_args: Any) -> dict[str, Any]:
     return config
 
 
+def promptcam_config(**data_args: Any) -> dict[str, Any]:
+    """:data:`TMT_CONFIG`'s trainer with a tiny Prompt-CAM model (16 classes) on the synthetic
+    species at 32 px; ``data.init_args`` entries replaced by ``data_args``."""
+    config = copy.deepcopy(TMT_CONFIG)
+    config["model"] = {
+        "class_path": "tmtcam.tasks.PromptCAMClassifier",
+        "init_args": {"backbone": TINY_BACKBONE, "num_classes": 16},
+    }
+    config["data"] = {
+        "class_path": "data_modules.species.SpeciesDataModule",
+        "init_args": {"dataset": "synthetic", "image_size": 32, **data_args},
+    }
+    return config
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
