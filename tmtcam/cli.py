@@ -112,6 +112,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_FACING_ERRORS as error:
         kinds = ((DataError, "invalid data"), (ConfigError, "invalid configuration"))
         kind = next((text for cls, text in kinds if isinstance(error, cls)), type(error).__name__)
-        print(f"tmtcam: error: {kind}: {error}", file=sys.stderr)
+        print(f"tmtcam: error: {kind}: {user_message(error)}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
     return 0
+
+
+def user_message(error: BaseException) -> str:
+    """The error's own message, also when a DataLoader worker raised it.
+
+    PyTorch re-raises a worker's exception as the same type whose message is "Caught X in
+    DataLoader worker process N." plus the worker's whole traceback; its last line holds the
+    original ``module.X: message``, which is what names the file.
+    """
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    qualified, _, message = last.partition(": ")
+    return message if qualified.endswith(type(error).__name__) and message else last

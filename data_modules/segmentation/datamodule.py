@@ -132,19 +132,17 @@ class DomainPairDataModule(L.LightningDataModule):
         return spec
 
     def _inherit_label_space(self, spec: DomainSpec) -> DomainSpec:
-        """A ``folder`` val/test domain that names no label space takes the ``folder`` target's.
+        """A ``folder`` val/test domain that names no classes takes the ``folder`` target's.
 
-        Its ``num_classes`` / ``class_names`` / ``id_map`` would otherwise default to Cityscapes' 19
-        classes and be refused against a target of another label space, e.g. when ``predict`` is
-        pointed at a folder of photos.
+        Its ``num_classes`` / ``class_names`` would otherwise default to Cityscapes' 19 classes and
+        be refused against a target of another label space, e.g. when ``predict`` is pointed at a
+        folder of photos. ``id_map`` is not taken: it says how *its* masks are encoded, and masks
+        that already hold train ids would otherwise be remapped to ignore.
         """
-        names_none = spec.num_classes is None and spec.class_names is None and spec.id_map is None
+        names_none = spec.num_classes is None and spec.class_names is None
         if spec.dataset != "folder" or self.target.dataset != "folder" or not names_none:
             return spec
-        target = self.target
-        return spec.replace(
-            num_classes=target.num_classes, class_names=target.class_names, id_map=target.id_map
-        )
+        return spec.replace(num_classes=self.target.num_classes, class_names=self.target.class_names)
 
     def _check_label_spaces(self) -> None:
         names = domain_class_names(self.source)

@@ -126,10 +126,12 @@ def test_an_unlabelled_folder_target_needs_no_masks_but_a_labelled_target_val(tm
 def test_folder_val_and_test_domains_take_the_folder_targets_label_space():
     names = ["sky", "road", "car"]
     target = {"dataset": "folder", "root": "/d", "image_dir": "i", "mask_dir": "m", "class_names": names}
+    target["id_map"] = {7: 0, 8: 1, 26: 2}  # how the target's masks are encoded, not the test folder's
     source = dict(target, root="/s")
     photos = {"dataset": "folder", "root": "/p", "image_dir": ".", "labelled": False}
     data = DomainPairDataModule(source, target, target_val=dict(target, root="/v"), target_test=photos)
     assert data.target_test.class_names == names and data.class_names == names
+    assert data.target_test.id_map is None
     with pytest.raises(ValueError, match="target_test .* one label space"):  # a label space of its own
         DomainPairDataModule(
             source, target, target_val=dict(target, root="/v"), target_test=dict(photos, num_classes=5)

@@ -8,7 +8,8 @@ Images are prepared exactly as the data module's evaluation view (square resize 
 For each image: the predicted class, the explained class (``--class-index`` or the prediction), the
 top-k heads of the greedy ranking with their score drops, written as ``<out>/<name>.png``; and
 ``<out>/index.html`` listing them all. The checkpoint's backbone is rebuilt from its saved reference
-(model name + weights file), so that file must exist (see :mod:`tmtcam.tasks.promptcam_classifier`).
+(model name + weights file), so that file must exist, unless the checkpoint holds a random backbone
+itself (see :mod:`tmtcam.tasks.promptcam_classifier`).
 """
 
 from __future__ import annotations

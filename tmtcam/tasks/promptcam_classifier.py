@@ -9,8 +9,9 @@ the true class's map wherever the data knows where traits or parts are (``test/p
 
 Checkpoints: the frozen backbone is *not* stored (for DINO ViT-B that is 330 MB per checkpoint
 for 0.1 MB of prompts). The backbone is rebuilt from its reference, the ``backbone`` init argument
-(``model_name`` + local ``weights`` file) saved with the hyper-parameters, so the weights file must
-still exist where it was when the checkpoint is loaded. ``num_classes`` may be left out of the
+(``model_name`` + local ``weights`` file, or timm's ``pretrained`` weights) saved with the
+hyper-parameters, so the weights file must still exist where it was when the checkpoint is loaded.
+A backbone with neither is random, and nothing could rebuild it: then it *is* stored. ``num_classes`` may be left out of the
 config: it is read from the data module at ``setup`` and then saved with the hyper-parameters.
 """
 

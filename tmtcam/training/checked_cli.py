@@ -178,9 +178,8 @@ def continue_wandb_run(trainer: Namespace, ckpt_path: str) -> None:
         return
     checkpoint = Path(ckpt_path)
     run_folder = checkpoint.parent.parent
-    if checkpoint.parent.name != "checkpoints" or run_folder.parent.name != (
-        init_args.get("project") or "lightning_logs"
-    ):
+    project = init_args.get("project") or os.environ.get("WANDB_PROJECT") or "lightning_logs"  # as Lightning
+    if checkpoint.parent.name != "checkpoints" or run_folder.parent.name != project:
         return  # not a checkpoint this logger wrote (an hpc_ckpt, a copied file)
     init_args.id = run_folder.name
     init_args.resume = init_args.get("resume") or "allow"

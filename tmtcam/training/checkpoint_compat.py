@@ -41,8 +41,8 @@ def file_sha256(path: str | Path) -> str:
 def stamp_backbone_weights(checkpoint: dict[str, Any], weights: str | None, sha256: str | None) -> None:
     """Record which backbone weights file (path and content) a checkpoint's prompts were trained on.
 
-    Checkpoints of a frozen backbone keep only the prompts and head and rebuild the backbone from
-    ``weights``; if that file is later replaced (the demo rewrites its pre-trained backbone when its
+    Checkpoints of a frozen backbone with a weights file keep only the prompts and head and rebuild
+    the backbone from ``weights``; if that file is later replaced (the demo rewrites its pre-trained backbone when its
     settings change), the prompts would be run and explained on another backbone without a word.
     """
     if weights is not None and sha256 is not None:

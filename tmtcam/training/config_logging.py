@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
@@ -24,10 +25,15 @@ from lightning.pytorch.cli import SaveConfigCallback
 class SaveAndLogConfig(SaveConfigCallback):
     """``SaveConfigCallback`` that keeps earlier configs and logs the resolved one to each logger."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fit_config_filename = self.config_filename
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage != "fit":  # validate/test/predict in a run dir keep the training run's config.yaml
-            name = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
-            self.config_filename = f"{Path(self.config_filename).stem}-{name}.yaml"
+        name = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
+        # validate/test/predict in a run dir keep the training run's config.yaml
+        base = self._fit_config_filename
+        self.config_filename = base if name == "fit" else f"{Path(base).stem}-{name}.yaml"
         if self.save_to_log_dir and not self.already_saved:
             log_dir = trainer.log_dir  # a broadcast: every rank must ask
             if trainer.is_global_zero and log_dir:
