@@ -1,0 +1,85 @@
+"""The launch scripts in experiments/slurm/, run as a user runs them, twice: the second run (a
+requeued SLURM job, or torchrun.sh started again) must find the first one's run dir and resume it.
+
+train.sbatch runs under a stand-in ``srun``; torchrun.sh starts two CPU processes (DDP on gloo)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_configs import tmt_config, write_config
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "experiments" / "slurm"
+
+
+def _submit(work: Path, config: Path, max_steps: int) -> subprocess.CompletedProcess:
+    """One run of the job script: job 4242, one node, one task, `srun` running the command as is."""
+    env = dict(
+        os.environ,
+        PATH=f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        SLURM_JOB_NAME="tmtcam", SLURM_JOB_ID="4242", SLURM_JOB_NUM_NODES="1", SLURM_NTASKS_PER_NODE="1",
+    )  # fmt: skip
+    env.pop("WANDB_RUN_ID", None)
+    overrides = ["--trainer.accelerator", "cpu", "--trainer.max_steps", str(max_steps)]
+    return subprocess.run(
+        ["bash", str(SCRIPTS / "train.sbatch"), str(config), *overrides],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def _workdir_config(work: Path) -> Path:
+    """A tiny TMT config, and the ``.venv`` the scripts call (this interpreter's environment)."""
+    (work / ".venv").symlink_to(Path(sys.prefix))
+    return write_config(work / "tmt.yaml", tmt_config())
+
+
+@pytest.mark.slow
+def test_a_requeued_job_resumes_its_run_dir(tmp_path):
+    (tmp_path / "bin").mkdir()
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text('#!/bin/sh\nexec "$@"\n')
+    srun.chmod(0o755)
+    config = _workdir_config(tmp_path)
+
+    first = _submit(tmp_path, config, max_steps=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "tmtcam-4242"
+    (last,) = run_dir.rglob("last.ckpt")
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+
+    requeued = _submit(tmp_path, config, max_steps=4)  # same job id, more steps: resumes, then goes on
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert (
+        "Restoring states from the checkpoint" in requeued.stderr or "Restored all states" in requeued.stderr
+    )
+    assert list(run_dir.rglob("last.ckpt")) == [last]
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    assert (tmp_path / "runs" / "slurm").is_dir()  # where #SBATCH --output puts the job log
+
+
+def _torchrun(work: Path, config: Path, max_steps: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NPROC="2", RUN_DIR=str(work / "run"))
+    overrides = ["--trainer.accelerator", "cpu", "--trainer.max_steps", str(max_steps)]
+    return subprocess.run(
+        ["bash", str(SCRIPTS / "torchrun.sh"), str(config), *overrides],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_torchrun_script_trains_on_two_processes_and_resumes_when_started_again(tmp_path):
+    config = _workdir_config(tmp_path)
+    first = _torchrun(tmp_path, config, max_steps=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "MEMBER: 2/2" in first.stdout + first.stderr  # Lightning saw both torchrun processes
+    (last,) = (tmp_path / "run").rglob("last.ckpt")
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    again = _torchrun(tmp_path, config, max_steps=4)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in again.stderr or "Restored all states" in again.stderr
+    assert torch.load(last, weights_only=False)["global_step"] == 4
