@@ -85,6 +85,7 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
         trainer_defaults={"callbacks": callbacks},
         save_config_callback=SaveAndLogConfig,
         parser_class=ShortUsageParser,
+        parser_kwargs={"prog": "tmtcam"},
         save_config_kwargs={"overwrite": True},
         args=None if argv is None else list(argv),
     )
