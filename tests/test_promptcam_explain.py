@@ -157,3 +157,16 @@ def test_explain_prepares_images_as_the_checkpoints_data_module_evaluated_them(t
     pixels = np.asarray(Image.open(tmp_path / "photos" / "a.png").convert("RGB"))
     expected = build_eval_transform(32, 40, (tuple(half), tuple(half)))(pixels).image  # 40 x 40, centre 32
     assert torch.equal(seen[0], expected)
+
+
+def test_weights_gives_the_backbone_file_at_its_new_place_and_checks_it_is_the_same(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path)
+    _write_images(tmp_path / "photos")
+    moved = tmp_path / "elsewhere.pth"
+    (tmp_path / "backbone.pth").rename(moved)
+    run = ["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "o")]
+    assert "backbone.pth" in refused(capsys, *run)  # the saved path is gone
+    assert main([*run, "--weights", str(moved)]) == 0
+    torch.manual_seed(1)
+    torch.save(ViTBackbone(**TINY).vit.state_dict(), moved)  # another file at that place: refused
+    assert "was replaced" in refused(capsys, *run, "--weights", str(moved))

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import wandb
-from tiny_configs import run_cli, tmt_config, write_config
+from tiny_configs import TINY_BACKBONE, promptcam_config, run_cli, tmt_config, write_config
 
+from tmtcam.backbones import ViTBackbone
 from tmtcam.tasks import TMTSegmentation
 
 TESTS = Path(__file__).parent
@@ -155,3 +156,62 @@ def test_resuming_a_wandb_run_keeps_its_run_id_and_checkpoint_folder(tmp_path, c
     assert list(tmp_path.glob("proj/*/checkpoints")) == [first.parent]
     assert torch.load(first, weights_only=False)["global_step"] == 4
     assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+
+
+def test_a_checkpoint_whose_files_moved_still_tests_and_takes_the_weights_file_given(
+    tmp_path, capsys, monkeypatch
+):
+    """LightningCLI copies a checkpoint's model arguments over the command line's, file paths
+    included: moving the stage-1 run or the weights file made a stage-2 checkpoint unusable."""
+    weights = tmp_path / "vit.pth"
+    torch.save(ViTBackbone(**TINY_BACKBONE).vit.state_dict(), weights)
+    backbone = dict(TINY_BACKBONE, weights=str(weights))
+    stage_one = write_config(tmp_path / "one.yaml", tmt_config(backbone=backbone))
+    code, err = run_cli(
+        ["fit", "--config", str(stage_one), "--trainer.default_root_dir", str(tmp_path / "s1")],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err[-2000:]
+    stage_two = write_config(
+        tmp_path / "two.yaml", tmt_config(backbone=backbone, init_checkpoint=str(tmp_path / "s1"))
+    )
+    run = ["--config", str(stage_two), "--trainer.default_root_dir", str(tmp_path / "s2")]
+    code, err = run_cli(["fit", *run], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    (tmp_path / "s1").rename(tmp_path / "s1_moved")
+    weights.rename(tmp_path / "vit_moved.pth")
+    code, err = run_cli(["test", *run, "--ckpt_path", "last"], capsys, monkeypatch)
+    assert code == 0, err[-2000:]  # TMT's checkpoint holds the backbone: no file needed
+
+    classifier = write_config(tmp_path / "pc.yaml", promptcam_config(num_test_images=4))
+    moved = tmp_path / "vit_moved.pth"
+    pc_backbone = ["--model.init_args.backbone", yaml_flow(dict(TINY_BACKBONE, weights=str(moved)))]
+    pc_run = ["--config", str(classifier), *pc_backbone, "--trainer.default_root_dir", str(tmp_path / "pc")]
+    code, err = run_cli(
+        ["fit", *pc_run, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err[-2000:]
+    moved.rename(weights)  # the weights file moves back; the checkpoint remembers vit_moved.pth
+    given = ["--model.init_args.backbone.weights", str(weights)]
+    code, err = run_cli(
+        [
+            "test",
+            "--config",
+            str(classifier),
+            "--trainer.default_root_dir",
+            str(tmp_path / "pc"),
+            *given,
+            "--ckpt_path",
+            "last",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err[-2000:]
+
+
+def yaml_flow(mapping: dict) -> str:
+    return "{" + ", ".join(f"{key}: {value}" for key, value in mapping.items()) + "}"

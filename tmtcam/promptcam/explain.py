@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="square resize before the centre crop (default: the checkpoint's data module's, scaled to "
         "--image-size; else straight to the crop size)",
     )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="the backbone weights file, when it is no longer where the checkpoint says "
+        "(checked against the SHA-256 the checkpoint recorded)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser
@@ -150,8 +156,16 @@ def promptcam_checkpoint(path: Path) -> Path:
     raise ExplainInputError(f"--ckpt: no method=promptcam checkpoint under the folder {path}; found {found}")
 
 
-def load_promptcam(ckpt: Path, device: str) -> tuple[PromptCAM, PromptCAMClassifier]:
-    module = PromptCAMClassifier.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
+def load_promptcam(
+    ckpt: Path, device: str, weights: Path | None = None
+) -> tuple[PromptCAM, PromptCAMClassifier]:
+    overrides = {}
+    if weights is not None:  # the saved backbone reference, at the file's new place
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]
+        overrides["backbone"] = {**saved["backbone"], "weights": str(weights)}
+    module = PromptCAMClassifier.load_from_checkpoint(
+        ckpt, map_location=device, weights_only=True, **overrides
+    ).eval()
     if not isinstance(module.model, PromptCAM):
         raise ExplainInputError(
             f"--ckpt {ckpt} is a method={module.hparams.method!r} model; trait maps need method=promptcam"
@@ -195,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def explain_folder(args: argparse.Namespace) -> Path:
     """Write a grid per image and the gallery; returns the gallery's path."""
     ckpt = promptcam_checkpoint(args.ckpt)
-    model, module = load_promptcam(ckpt, args.device)
+    model, module = load_promptcam(ckpt, args.device, args.weights)
     if args.class_index is not None and not 0 <= args.class_index < model.num_classes:
         raise ExplainInputError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
     top_k = min(args.top_k, model.backbone.num_heads)

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import IO
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -65,15 +66,19 @@ class CheckedLightningCLI(LightningCLI):
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last_checkpoint(config.trainer.default_root_dir)
         ckpt_path = config.get("ckpt_path")
+        model = config.get("model") or {}
+        init_args = model.get("init_args") or {}
+        # the weights file as this run gives it: LightningCLI replaces it by the checkpoint's next
+        self._given_weights = (init_args.get("backbone") or {}).get("weights")
         if ckpt_path and Path(ckpt_path).is_file():
-            model = config.get("model") or {}
-            init_args = model.get("init_args") or {}
             check_checkpoint_file(ckpt_path, model.get("class_path"), init_args.get("num_classes"))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_devices(config.trainer.accelerator, config.trainer.devices)
         model_args = (config.get("model") or {}).get("init_args") or {}
+        if config.get("ckpt_path"):
+            use_current_file_paths(model_args, config.ckpt_path, self._given_weights)
         check_schedule_length(model_args.get("max_epochs"), config.trainer.get("max_epochs"))
         data_args = (config.get("data") or {}).get("init_args")
         if data_args is not None and model_args.get("backbone"):
@@ -98,6 +103,35 @@ class CheckedLightningCLI(LightningCLI):
             raise ConfigError(f"{kind}{cause}") from error
         check_input_geometry(self.model, self.datamodule)
         check_data(self.model, self.datamodule, self.subcommand)
+
+
+def use_current_file_paths(model_args: Namespace, ckpt_path: str, given_weights: str | None) -> None:
+    """Undo, for file paths, LightningCLI copying a checkpoint's model arguments over this run's.
+
+    The copy keeps the model the checkpoint was trained as; but the paths it saved are where files
+    *were*, and a checkpoint moved to another machine (or tested from another folder) could then
+    not be loaded at all:
+
+    * ``init_checkpoint`` only seeds a fresh run; the checkpoint holds every weight, so it is dropped;
+    * ``backbone.weights``: a file this run gives that exists wins (a Prompt-CAM checkpoint checks it
+      is the same file by its SHA-256); otherwise, if the saved one is gone, a checkpoint that holds
+      the backbone itself (TMT's always do) builds it without the file.
+    """
+    if model_args.get("init_checkpoint"):
+        model_args.init_checkpoint = None
+    backbone = model_args.get("backbone")
+    if not backbone:
+        return
+    if given_weights not in (None, "???") and Path(given_weights).is_file():
+        backbone["weights"] = given_weights
+    elif backbone.get("weights") and not Path(backbone["weights"]).is_file() and holds_backbone(ckpt_path):
+        backbone["weights"], backbone["pretrained"] = None, False
+
+
+def holds_backbone(ckpt_path: str) -> bool:
+    """Whether the checkpoint's state dict includes backbone (ViT) weights."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    return any(".backbone.vit." in f".{name}" for name in state)
 
 
 def resolve_last_checkpoint(root: str | None) -> str:
