@@ -1,5 +1,6 @@
 """The launch scripts in experiments/slurm/, run as a user runs them, twice: the second run (a
-requeued SLURM job, or torchrun.sh started again) must find the first one's run dir and resume it.
+requeued SLURM job, or torchrun.sh started again with --ckpt_path last) must find the first one's
+run dir and resume it.
 
 train.sbatch runs under a stand-in ``srun``; torchrun.sh starts two CPU processes (DDP on gloo)."""
 
@@ -62,9 +63,9 @@ def test_a_requeued_job_resumes_its_run_dir(tmp_path):
     assert (tmp_path / "runs" / "slurm").is_dir()  # where #SBATCH --output puts the job log
 
 
-def _torchrun(work: Path, config: Path, max_steps: int) -> subprocess.CompletedProcess:
+def _torchrun(work: Path, config: Path, max_steps: int, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, NPROC="2", RUN_DIR=str(work / "run"))
-    overrides = ["--trainer.accelerator", "cpu", "--trainer.max_steps", str(max_steps)]
+    overrides = ["--trainer.accelerator", "cpu", "--trainer.max_steps", str(max_steps), *extra]
     return subprocess.run(
         ["bash", str(SCRIPTS / "torchrun.sh"), str(config), *overrides],
         cwd=work, env=env, capture_output=True, text=True, timeout=600,
@@ -72,14 +73,16 @@ def _torchrun(work: Path, config: Path, max_steps: int) -> subprocess.CompletedP
 
 
 @pytest.mark.slow
-def test_torchrun_script_trains_on_two_processes_and_resumes_when_started_again(tmp_path):
+def test_torchrun_script_trains_on_two_processes_and_resumes_only_when_asked(tmp_path):
     config = _workdir_config(tmp_path)
     first = _torchrun(tmp_path, config, max_steps=2)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "MEMBER: 2/2" in first.stdout + first.stderr  # Lightning saw both torchrun processes
     (last,) = (tmp_path / "run").rglob("last.ckpt")
     assert torch.load(last, weights_only=False)["global_step"] == 2
-    again = _torchrun(tmp_path, config, max_steps=4)
+    unasked = _torchrun(tmp_path, config, max_steps=4)  # e.g. stage 2 of the same config: refused
+    assert unasked.returncode != 0 and "Resume that run with --ckpt_path last" in unasked.stderr
+    again = _torchrun(tmp_path, config, 4, "--ckpt_path", "last")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Restoring states from the checkpoint" in again.stderr or "Restored all states" in again.stderr
     assert torch.load(last, weights_only=False)["global_step"] == 4

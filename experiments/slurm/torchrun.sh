@@ -5,7 +5,9 @@
 #   NPROC=2 RUN_DIR=runs/my-run experiments/slurm/torchrun.sh experiments/promptcam/cub.yaml
 #
 # Lightning detects the torchrun environment (TorchElasticEnvironment); devices must equal NPROC.
-# Run it again with the same RUN_DIR to resume from that run's last.ckpt.
+# To resume, run it again with the same RUN_DIR and `--ckpt_path last`. Nothing resumes by itself: a
+# stage-2 run of the same config would otherwise silently continue stage 1 (the run dir is named
+# after the config); a run dir that already holds a run is refused instead, with this advice.
 set -euo pipefail
 CONFIG=${1:?usage: torchrun.sh CONFIG.yaml [overrides...]}
 shift
@@ -18,10 +20,6 @@ RUN_DIR=${RUN_DIR:-runs/$(basename "$(dirname "$CONFIG")")-$(basename "$CONFIG" 
 export WANDB_RUN_ID=${WANDB_RUN_ID:-tmtcam-$(basename "$RUN_DIR")}
 export WANDB_RESUME=allow
 export NO_ALBUMENTATIONS_UPDATE=1
-RESUME=()
-# --ckpt_path last: the newest last*.ckpt anywhere under RUN_DIR (loggers nest checkpoints in per-run folders)
-if [ -d "$RUN_DIR" ] && [ -n "$(find "$RUN_DIR" -name 'last*.ckpt' -print -quit)" ]; then RESUME=(--ckpt_path last); fi
 
 .venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m tmtcam fit --config "$CONFIG" \
-  --trainer.devices "$NPROC" --trainer.strategy ddp --trainer.default_root_dir "$RUN_DIR" \
-  "${RESUME[@]}" "$@"
+  --trainer.devices "$NPROC" --trainer.strategy ddp --trainer.default_root_dir "$RUN_DIR" "$@"
