@@ -108,6 +108,13 @@ class DomainPairDataModule(L.LightningDataModule):
                 stacklevel=2,
             )
         self.target_val = self._complete(val, "target_val")
+        if target_val is not None and same_images(self.target, self.target_val):
+            warnings.warn(
+                f"data.init_args.target and target_val read the same images ({self.target.dataset} "
+                f"{self.target.split}): the model adapts on what it is validated on, so val/mIoU (and the "
+                "checkpoint chosen by it) is not a held-out score; give the target its training split",
+                stacklevel=2,
+            )
         if target_test is not None:
             self.target_test = self._complete(target_test, "target_test")
         elif self.target.dataset == "synthetic":
@@ -127,22 +134,27 @@ class DomainPairDataModule(L.LightningDataModule):
                 image_size=spec.image_size or self.hparams.crop_size,
             )
         elif role in ("target_val", "target_test"):
-            spec = self._inherit_label_space(spec)
+            spec = self._inherit_from_target(spec)
         check_spec(spec, role)
         return spec
 
-    def _inherit_label_space(self, spec: DomainSpec) -> DomainSpec:
-        """A ``folder`` val/test domain that names no classes takes the ``folder`` target's.
+    def _inherit_from_target(self, spec: DomainSpec) -> DomainSpec:
+        """What a val/test domain of the target's dataset leaves unset and the target sets.
 
-        Its ``num_classes`` / ``class_names`` would otherwise default to Cityscapes' 19 classes and
-        be refused against a target of another label space, e.g. when ``predict`` is pointed at a
-        folder of photos. ``id_map`` is not taken: it says how *its* masks are encoded, and masks
-        that already hold train ids would otherwise be remapped to ignore.
+        * ``folder``: the classes (``num_classes`` / ``class_names``); they would otherwise default
+          to Cityscapes' 19 and be refused against a target of another label space, e.g. when
+          ``predict`` is pointed at a folder of photos. Not ``id_map``: it says how *its* masks are
+          encoded, and masks that already hold train ids would otherwise be remapped to ignore.
+        * ``acdc``: the ``condition``, so a night target is validated on night, not on all four.
         """
-        names_none = spec.num_classes is None and spec.class_names is None
-        if spec.dataset != "folder" or self.target.dataset != "folder" or not names_none:
+        target = self.target
+        if spec.dataset != target.dataset:
             return spec
-        return spec.replace(num_classes=self.target.num_classes, class_names=self.target.class_names)
+        if spec.dataset == "folder" and spec.num_classes is None and spec.class_names is None:
+            return spec.replace(num_classes=target.num_classes, class_names=target.class_names)
+        if spec.dataset == "acdc" and spec.condition is None:
+            return spec.replace(condition=target.condition)
+        return spec
 
     def _check_label_spaces(self) -> None:
         names = domain_class_names(self.source)
@@ -244,3 +256,9 @@ class DomainPairDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+
+def same_images(a: DomainSpec, b: DomainSpec) -> bool:
+    """Whether two real domains read the same files (dataset, folder, split and ACDC condition)."""
+    keys = ("dataset", "root", "split", "image_dir", "image_suffix", "condition")
+    return a.dataset != "synthetic" and all(getattr(a, key) == getattr(b, key) for key in keys)

@@ -38,6 +38,11 @@ def read_cityscapes(spec: DomainSpec) -> SegmentationIndex:
     Without ``*_labelTrainIds.png`` files (they come from cityscapesScripts' createTrainIdLabelImgs),
     the ``*_gtFine_labelIds.png`` masks are converted on the fly with the official table.
     """
+    if spec.split == "test" and spec.labelled:
+        raise SegmentationDataError(
+            "Cityscapes' test labels are not public (its gtFine/test masks are all 'unlabeled', so every "
+            "score would be 0): set labelled: false for it (predict), or test on split: val"
+        )
     root = require_dir(Path(spec.root), "Cityscapes root")
     images = index_files(root / "leftImg8bit" / spec.split, CITYSCAPES_IMAGE_SUFFIX, "Cityscapes image")
     mask_dir = root / "gtFine" / spec.split

@@ -156,6 +156,16 @@ def test_an_evaluation_batch_of_differently_sized_images_names_them_and_the_sett
     assert [batch["image"].shape[-2:] for batch in data.val_dataloader()] == [(40, 48), (32, 64)]
 
 
+def test_an_acdc_condition_carries_over_to_validation_and_training_on_the_val_images_warns():
+    cityscapes = {"dataset": "cityscapes", "root": "/data/cs"}
+    night = {"dataset": "acdc", "root": "/data/acdc", "condition": "night"}
+    data = DomainPairDataModule(cityscapes, night, target_val=dict(night, split="val", condition=None))
+    assert (data.target_val.condition, data.target_test.condition) == ("night", "night")
+    dark_val = {"dataset": "darkzurich", "root": "/data/dz", "split": "val"}
+    with pytest.warns(UserWarning, match="target and target_val read the same images .* not a held-out"):
+        DomainPairDataModule(cityscapes, dict(dark_val, labelled=False), target_val=dark_val)
+
+
 def test_yaml_domain_specs_parse_as_in_docs():
     """The DomainSpec snippets of docs/datasets.md are plain mappings under the datamodule's init_args."""
     parser = ArgumentParser()

@@ -90,6 +90,22 @@ def test_cityscapes_train_ids_are_read_and_colour_masks_skipped(tmp_path):
     assert item["path"].endswith("bochum_000001_000019_leftImg8bit.png")
 
 
+def test_cityscapes_test_split_must_be_unlabelled(tmp_path):
+    """Its gtFine/test masks exist but are all 'unlabeled': scoring them would report a silent 0."""
+    make_cityscapes(tmp_path)
+    (tmp_path / "leftImg8bit" / "train").rename(tmp_path / "leftImg8bit" / "test")
+    with pytest.raises(SegmentationDataError, match="test labels are not public .* labelled: false"):
+        build_segmentation_dataset(DomainSpec("cityscapes", root=str(tmp_path), split="test"))
+    assert (
+        len(
+            build_segmentation_dataset(
+                DomainSpec("cityscapes", root=str(tmp_path), split="test", labelled=False)
+            )
+        )
+        == 2
+    )
+
+
 def test_cityscapes_label_ids_are_converted_when_train_ids_are_absent(tmp_path):
     item = load(DomainSpec("cityscapes", root=str(make_cityscapes(tmp_path, label_ids=True))))
     assert torch.equal(item["mask"], expected(CITYSCAPES_LABEL_IDS[1]))
