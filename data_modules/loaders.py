@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
 
 
 def seed_worker_transform(worker_id: int) -> None:
@@ -30,6 +31,21 @@ def _transform_owner(dataset: Dataset) -> Dataset:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     return dataset
+
+
+def evaluation_sampler(dataset: Dataset) -> Sampler | None:
+    """Under DDP, each image on exactly one rank; ``None`` otherwise (Lightning's default then).
+
+    Lightning gives evaluation loaders a ``DistributedSampler``, which pads the last round with
+    repeated images so every rank gets as many: 500 Cityscapes val images on 8 GPUs would score
+    4 twice, and val/mIoU (and the checkpoint it selects) would differ from one GPU's. A
+    ``DistributedSampler`` of our own is left alone by Lightning. Every rank still needs one image
+    at least, so a set smaller than the world keeps Lightning's padding.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    world = torch.distributed.get_world_size()
+    return UnrepeatedDistributedSampler(dataset, shuffle=False) if 1 < world <= len(dataset) else None
 
 
 def seeded_loader(
@@ -55,6 +71,7 @@ def seeded_loader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=None if shuffle else evaluation_sampler(dataset),
         drop_last=shuffle and len(dataset) > batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

@@ -34,8 +34,8 @@ TINY_VIT = {
 }
 
 
-def tmt_setup() -> tuple[L.LightningModule, L.LightningDataModule]:
-    """TMT (k-means regions) on 8 synthetic target val images, evaluated one image per batch.
+def tmt_setup(val_images: int = 8) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """TMT (k-means regions) on ``val_images`` synthetic target val images, one image per batch.
 
     Batch size 1 in evaluation: k-means is seeded per call, so an image's regions (and therefore the
     prediction) do not depend on which other images share its batch, i.e. on the rank it lands on.
@@ -46,7 +46,7 @@ def tmt_setup() -> tuple[L.LightningModule, L.LightningDataModule]:
     data = DomainPairDataModule(
         source={"dataset": "synthetic", "pair": "day_to_night", "num_images": 16},
         target={"dataset": "synthetic", "pair": "day_to_night", "num_images": 8},
-        target_val={"dataset": "synthetic", "pair": "day_to_night", "domain": "target", "split": "val", "num_images": 8},
+        target_val={"dataset": "synthetic", "pair": "day_to_night", "domain": "target", "split": "val", "num_images": val_images},
         crop_size=32, batch_size=2, val_batch_size=1,
     )  # fmt: skip
     model = TMTSegmentation(
@@ -73,7 +73,12 @@ def promptcam_setup() -> tuple[L.LightningModule, L.LightningDataModule]:
     return model, data
 
 
-SETUPS = {"tmt": tmt_setup, "promptcam": promptcam_setup}
+def tmt_odd_val_setup() -> tuple[L.LightningModule, L.LightningDataModule]:
+    """:func:`tmt_setup` with 7 val images: 2 ranks cannot split them evenly."""
+    return tmt_setup(val_images=7)
+
+
+SETUPS = {"tmt": tmt_setup, "promptcam": promptcam_setup, "tmt_odd_val": tmt_odd_val_setup}
 
 
 def run(spec: dict[str, Any]) -> None:

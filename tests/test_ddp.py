@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from ddp_worker import promptcam_setup, tmt_setup
+from ddp_worker import promptcam_setup, tmt_odd_val_setup, tmt_setup
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -107,6 +107,21 @@ def test_tmt_ddp_fit_keeps_ranks_in_step_and_validates_like_one_process(tmp_path
     single = validate_in_one_process(tmt_setup, states[0], tmp_path / "single")
     keys = ["val/mIoU", "val/loss"] + [key for key in single if key.startswith("val/IoU/")]
     assert len(keys) == 2 + 8
+    for record in (rank0, rank1):
+        assert_same_metrics(record["metrics"], single, keys)
+
+
+@pytest.mark.slow
+def test_ddp_validation_scores_each_image_once_when_ranks_cannot_split_evenly(tmp_path: Path) -> None:
+    """7 val images on 2 ranks: Lightning's sampler would score one twice (4 + 4)."""
+    initial = initial_tmt_weights(tmp_path)
+    rank0, rank1 = launch(tmp_path, "tmt_odd_val", initial)
+    images_per_rank = [len(record["kmeans_batches"]) // 2 for record in (rank0, rank1)]  # 2 k values each
+    assert sorted(images_per_rank) == [3, 4]
+    single = validate_in_one_process(
+        tmt_odd_val_setup, torch.load(initial, weights_only=True), tmp_path / "one"
+    )
+    keys = ["val/mIoU"] + [key for key in single if key.startswith("val/IoU/")]
     for record in (rank0, rank1):
         assert_same_metrics(record["metrics"], single, keys)
 
