@@ -272,3 +272,22 @@ def test_class_count_must_match_the_data() -> None:
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="num_classes=5 but the data has 8"):
         trainer.fit(model, datamodule=data)
+
+
+def test_a_source_only_stage_puts_no_target_image_through_the_network():
+    """finetune with target_weight 0 (stage 1): the target batch reaches no loss, so it is skipped."""
+    torch.manual_seed(0)
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune", target_weight=0.0)
+    batch = pair_batch()
+    seen = []
+    model.segmenter.register_forward_hook(lambda _module, inputs, _out: seen.append(inputs[0].shape[0]))
+    model.log = lambda *args, **kwargs: None  # no trainer attached
+    loss = model.training_step(batch, 0)
+    assert seen == [batch["source"]["image"].shape[0]]
+    source_only = model.segmenter(batch["source"]["image"]).logits
+    expected = torch.nn.functional.cross_entropy(source_only, batch["source"]["mask"], ignore_index=255)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    model.hparams.target_weight = 0.5  # any target weight: both domains go through
+    seen.clear()
+    model.training_step(batch, 0)
+    assert seen == [2 * batch["source"]["image"].shape[0]]

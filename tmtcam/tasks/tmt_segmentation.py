@@ -182,8 +182,17 @@ class TMTSegmentation(LightningModule):
     def forward(self, images: torch.Tensor) -> SegmenterOutput:
         return self.segmenter(images)
 
+    @property
+    def source_only(self) -> bool:
+        """``finetune`` with ``target_weight: 0`` (the source model of stage 1): target images would
+        reach no loss and no discriminator, so they are not put through the network (half the
+        compute of a step)."""
+        return self.hparams.method == "finetune" and self.hparams.target_weight == 0
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        if "source" in batch:
+        if "source" in batch and self.source_only:  # stage 1: the target batch would add no loss
+            parts, weights = [batch["source"]], [self.hparams.source_weight]
+        elif "source" in batch:
             parts = [batch["source"], batch["target"]]
             weights = [self.hparams.source_weight, self.hparams.target_weight]
         else:
