@@ -1,6 +1,7 @@
 """Kill a training process mid-epoch, resume with --ckpt_path last, finish with the same step count."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,6 +157,14 @@ def test_resuming_a_wandb_run_keeps_its_run_id_and_checkpoint_folder(tmp_path, c
     assert list(tmp_path.glob("proj/*/checkpoints")) == [first.parent]
     assert torch.load(first, weights_only=False)["global_step"] == 4
     assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    validate = ["validate", *args[1:], "--trainer.limit_val_batches", "1", "--ckpt_path", "last"]
+    code, err = run_cli(validate, capsys, monkeypatch)  # its metrics join the same W&B run
+    wandb.finish()
+    assert code == 0, err[-2000:]
+    assert [path.name for path in tmp_path.glob("proj/*")] == [first.parent.parent.name]
+    names = [path.name for path in (tmp_path / "wandb").glob("offline-run-*")]  # offline-run-<time>-<id>[-n]
+    run_ids = {re.match(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)", name).group(1) for name in names}
+    assert run_ids == {first.parent.parent.name}
 
 
 def test_a_checkpoint_whose_files_moved_still_tests_and_takes_the_weights_file_given(

@@ -89,7 +89,7 @@ class CheckedLightningCLI(LightningCLI):
             config.return_predictions = False  # written to files per batch (PredictionFileWriter)
         if config.trainer.get("default_root_dir"):
             place_loggers_in_run_dir(config.trainer)
-        if self.subcommand == "fit" and config.get("ckpt_path"):
+        if config.get("ckpt_path"):  # resuming, or evaluating a run: its metrics join that run
             continue_wandb_run(config.trainer, config.ckpt_path)
 
     def instantiate_classes(self) -> None:
@@ -195,7 +195,8 @@ def place_loggers_in_run_dir(trainer: Namespace) -> None:
 
 
 def continue_wandb_run(trainer: Namespace, ckpt_path: str) -> None:
-    """Resuming a run whose first logger is W&B continues that W&B run, in its checkpoint folder.
+    """A run resumed (or validated / tested) from a checkpoint of a W&B-logged run continues that
+    W&B run, in its checkpoint folder.
 
     Lightning keeps checkpoints in ``<save_dir>/<project>/<run id>/checkpoints``. A resumed run under
     a new id would write to a new folder: ``ModelCheckpoint`` then forgets the best score so far
