@@ -6,6 +6,11 @@ a crop the patches do not tile, more GPUs than the machine has. Those are raised
 (or by :mod:`tmtcam.training.preflight`) with messages that name the key; jsonargparse then buries
 them in a "Does not validate against any of the Union subtypes" dump. Here they come out alone, as
 a :class:`~tmtcam.training.preflight.ConfigError`.
+
+It also settles what a run dir and a checkpoint mean before anything is built: loggers write into
+``trainer.default_root_dir``; ``--ckpt_path last`` is that dir's newest ``last.ckpt``; a checkpoint's
+saved file paths give way to files that exist now; and a checkpoint of a W&B-logged run continues
+that W&B run.
 """
 
 from __future__ import annotations
