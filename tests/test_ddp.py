@@ -121,7 +121,7 @@ def test_ddp_validation_scores_each_image_once_when_ranks_cannot_split_evenly(tm
     single = validate_in_one_process(
         tmt_odd_val_setup, torch.load(initial, weights_only=True), tmp_path / "one"
     )
-    keys = ["val/mIoU"] + [key for key in single if key.startswith("val/IoU/")]
+    keys = ["val/mIoU", "val/loss"] + [key for key in single if key.startswith("val/IoU/")]
     for record in (rank0, rank1):
         assert_same_metrics(record["metrics"], single, keys)
 

@@ -129,6 +129,8 @@ class PromptCAMClassifier(LightningModule):
         backbone = self.hparams["backbone"] = backbone_mapping(backbone)  # plain YAML in checkpoints
         self.model: FrozenBackboneModel | None = None
         self._heatmap_batch: dict[str, torch.Tensor] | None = None
+        # image-weighted over all ranks (a logged float would be a mean of the ranks' means)
+        self.eval_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self.localisation_metrics = nn.ModuleDict(
             {name: MeanMetric(nan_strategy="ignore") for name in LOCALISATION_METRICS}
         )
@@ -200,10 +202,11 @@ class PromptCAMClassifier(LightningModule):
         loss = F.cross_entropy(logits, batch["label"])
         accuracy(logits, batch["label"])
         size = len(batch["label"])
-        self.log(
-            f"{stage}/loss", loss, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True,
-            batch_size=size, sync_dist=stage != "train",
-        )  # fmt: skip
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        else:
+            self.eval_losses[stage].update(loss, weight=size)
+            self.log(f"{stage}/loss", self.eval_losses[stage], on_step=False, on_epoch=True, batch_size=size)
         self.log(
             f"{stage}/acc", accuracy, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=size
         )

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import WandbLogger
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from tmtcam.backbones import BackboneSetting, build_backbone
@@ -126,6 +127,8 @@ class TMTSegmentation(LightningModule):
             )
             for _ in range(2)
         )
+        # image-weighted over all ranks (a logged float would be a mean of the ranks' means)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         if init_checkpoint:
             self.load_initial_weights(init_checkpoint)
 
@@ -264,9 +267,9 @@ class TMTSegmentation(LightningModule):
             )
         if logits.shape[-2:] != masks.shape[-2:]:  # labels kept as annotated (data base_size resize)
             logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-        self.log(
-            f"{stage}/loss", masked_cross_entropy(logits, masks), batch_size=images.shape[0], sync_dist=True
-        )
+        loss = self.val_loss if stage == "val" else self.test_loss
+        loss.update(masked_cross_entropy(logits, masks), weight=images.shape[0])
+        self.log(f"{stage}/loss", loss, batch_size=images.shape[0])
         predictions = logits.argmax(dim=1)
         metric.update(predictions, masks)
         if stage == "val" and batch_idx == 0 and self._should_log_images():
