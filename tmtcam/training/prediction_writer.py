@@ -31,8 +31,6 @@ from PIL import Image
 
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
 
-IGNORE_INDEX = 255
-
 
 class PredictionFileWriter(BasePredictionWriter):
     """Writes ``predict`` outputs under ``<default_root_dir>/<folder>/<UTC time>`` (module doc)."""
@@ -42,6 +40,7 @@ class PredictionFileWriter(BasePredictionWriter):
         self.folder = folder
         self.out_dir: Path | None = None
         self._common_root: Path | None = None
+        self._palette: list[int] = []  # PNG palette of the masks: class colours, the rest black
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":
@@ -53,6 +52,10 @@ class PredictionFileWriter(BasePredictionWriter):
         assert self.out_dir is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._common_root = _common_image_folder(trainer.predict_dataloaders)
+        num_classes = min(int(pl_module.hparams.get("num_classes") or 255), 255)
+        colours = np.full((256, 3), IGNORE_COLOUR, dtype=np.uint8)
+        colours[:num_classes] = palette(num_classes)
+        self._palette = colours.reshape(-1).tolist()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
@@ -72,20 +75,18 @@ class PredictionFileWriter(BasePredictionWriter):
             return
         paths = [str(path) for path in prediction.get("path", ())]
         if "mask" in prediction:
-            self._write_masks(prediction["mask"], paths, int(pl_module.hparams.get("num_classes", 255)))
+            self._write_masks(prediction["mask"], paths)
         elif "logits" in prediction:
             names = list(pl_module.hparams.get("class_names") or [])
             self._append_rows(prediction["logits"], paths, names, trainer.global_rank, trainer.world_size)
 
-    def _write_masks(self, masks: torch.Tensor, paths: list[str], num_classes: int) -> None:
+    def _write_masks(self, masks: torch.Tensor, paths: list[str]) -> None:
         assert self.out_dir is not None
-        colours = np.full((256, 3), IGNORE_COLOUR, dtype=np.uint8)
-        colours[:num_classes] = palette(min(num_classes, 255))
         for mask, path in zip(masks.cpu().numpy().astype(np.uint8), paths, strict=True):
             target = self.out_dir / mask_name(path, self._common_root)
             target.parent.mkdir(parents=True, exist_ok=True)
             picture = Image.fromarray(mask, mode="P")
-            picture.putpalette(colours.reshape(-1).tolist())
+            picture.putpalette(self._palette)
             picture.save(target)
 
     def _append_rows(
