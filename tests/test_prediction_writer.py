@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import torch
 from PIL import Image
 from tiny_configs import promptcam_config, run_cli, tmt_config, write_config
 
-from tmtcam.training.prediction_writer import mask_name
+from tmtcam.training.prediction_writer import PredictionFileWriter, mask_name
+from tmtcam.viz.segmentation_images import palette
 
 
 def _write_photos(folder: Path, size: tuple[int, int]) -> list[Path]:
@@ -73,3 +76,37 @@ def test_mask_names_keep_sub_folders_relative_to_the_common_folder():
     assert mask_name("/data/acdc/rgb_anon/fog/val/x_rgb_anon.png", root) == Path("fog/val/x_rgb_anon.png")
     assert mask_name("/elsewhere/y.jpg", root) == Path("y.png")
     assert mask_name("synthetic/pair/target/test/000003", None) == Path("000003.png")
+
+
+def test_cityscapes_mask_ids_write_label_ids_in_the_classes_colours(tmp_path):
+    """train 0 road -> 7, 13 car -> 26, 18 bicycle -> 33, 255 none -> 0 unlabeled (cityscapesscripts)."""
+    writer = PredictionFileWriter(mask_ids="cityscapes")
+    model = SimpleNamespace(hparams={"num_classes": 19})
+    trainer = SimpleNamespace(
+        default_root_dir=str(tmp_path), strategy=SimpleNamespace(broadcast=lambda value: value),
+        predict_dataloaders=[],
+    )  # fmt: skip
+    writer.setup(trainer, model, "predict")
+    writer.on_predict_start(trainer, model)
+    prediction = {
+        "mask": torch.tensor([[[0, 18], [13, 255]]]),
+        "path": ["/photos/frankfurt_000000_000294.png"],
+    }
+    writer.write_on_batch_end(trainer, model, prediction, None, None, 0, 0)
+    (written,) = tmp_path.glob("predictions/*/frankfurt_000000_000294.png")
+    with Image.open(written) as mask:
+        assert np.asarray(mask).tolist() == [[7, 33], [26, 0]]
+        colours = np.asarray(mask.getpalette()).reshape(-1, 3)
+    assert colours[26].tolist() == palette(19)[13].tolist()  # car keeps its colour under its label id
+    assert colours[7].tolist() == palette(19)[0].tolist()
+
+
+def test_cityscapes_mask_ids_refuse_a_model_of_other_classes_before_writing(tmp_path, capsys, monkeypatch):
+    config = tmt_config()  # 8 synthetic classes
+    run = ["predict", "--config", str(write_config(tmp_path / "tmt.yaml", config))]
+    run += ["--trainer.default_root_dir", str(tmp_path / "run"), "--prediction_writer.mask_ids", "cityscapes"]
+    code, err = run_cli(run, capsys, monkeypatch)
+    assert code == 2
+    assert "prediction_writer.mask_ids=cityscapes" in err and "num_classes=8" in err
+    assert not (tmp_path / "run" / "predictions").exists()
+    assert not (tmp_path / "run" / "config-predict.yaml").exists()

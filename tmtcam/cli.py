@@ -69,14 +69,12 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
     from tmtcam.training.checked_cli import CheckedLightningCLI, ShortUsageParser
     from tmtcam.training.config_logging import SaveAndLogConfig
     from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard
-    from tmtcam.training.prediction_writer import PredictionFileWriter
 
     callbacks = [
         ModelCheckpoint(save_last=True, save_top_k=0),  # last.ckpt only: no second copy of it
         NonFiniteLossGuard(),
         RunDirGuard(refuse_existing_checkpoints=True),
-        PredictionFileWriter(),
-    ]
+    ]  # + the PredictionFileWriter, configurable as --prediction_writer.* (CheckedLightningCLI)
     CheckedLightningCLI(
         LightningModule,
         LightningDataModule,

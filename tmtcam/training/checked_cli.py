@@ -34,6 +34,7 @@ from tmtcam.training.checkpoint_compat import (
     newest_last_checkpoint,
 )
 from tmtcam.training.guards import TrainingFault
+from tmtcam.training.prediction_writer import PredictionFileWriter
 from tmtcam.training.preflight import (
     ConfigError,
     check_data,
@@ -63,6 +64,10 @@ class ShortUsageParser(LightningArgumentParser):
 class CheckedLightningCLI(LightningCLI):
     """``LightningCLI`` plus checkpoint, fresh-run-dir, device, LR-schedule-length, input-geometry,
     data-folder and constructor-error checks (module doc), all before the trainer writes anything."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``predict`` writes files through a :class:`PredictionFileWriter`, set as ``prediction_writer``."""
+        parser.add_lightning_class_args(PredictionFileWriter, "prediction_writer")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Check ``--ckpt_path`` against the model *as configured*, before its hyper-parameters replace it."""

@@ -6,7 +6,11 @@ CLI runs ``predict`` with ``return_predictions=False``:
 
 * segmentation (a ``predict_step`` output with ``"mask"``): one palette PNG per image whose pixel
   values are the train ids (255 = none) and whose palette shows them in colour, at the image's
-  native size, named after the image's path relative to the dataset's common folder;
+  native size, named after the image's path relative to the dataset's common folder. With
+  ``mask_ids: cityscapes`` (``--prediction_writer.mask_ids cityscapes``) the pixel values are the
+  Cityscapes *label* ids instead (road = 7 ... bicycle = 33, 0 = unlabeled), which is what the
+  Cityscapes evaluation server and ``cityscapesscripts`` read (mmseg's ``format_only``); the
+  colours stay the classes' colours;
 * classification (``"logits"``): one CSV, ``path, predicted, class_name, probability``.
 
 Each ``predict`` run writes to a new folder ``<trainer.default_root_dir>/predictions/<UTC time>``,
@@ -21,7 +25,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,33 +33,50 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from data_modules.segmentation import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN
+from tmtcam.training.preflight import ConfigError
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
+
+MaskIds = Literal["train", "cityscapes"]
+CITYSCAPES_UNLABELED_ID = 0
 
 
 class PredictionFileWriter(BasePredictionWriter):
     """Writes ``predict`` outputs under ``<default_root_dir>/<folder>/<UTC time>`` (module doc)."""
 
-    def __init__(self, folder: str = "predictions") -> None:
+    def __init__(self, folder: str = "predictions", mask_ids: MaskIds = "train") -> None:
+        """
+        Args:
+            folder: sub-folder of ``trainer.default_root_dir`` that holds one folder per run.
+            mask_ids: pixel values of segmentation PNGs: ``train`` ids (0 .. num_classes - 1), or
+                ``cityscapes`` label ids, for a model of the 19 Cityscapes classes.
+        """
         super().__init__(write_interval="batch")
+        if mask_ids not in ("train", "cityscapes"):
+            raise ConfigError(f"prediction_writer.mask_ids: {mask_ids!r} is not one of 'train', 'cityscapes'")
         self.folder = folder
+        self.mask_ids = mask_ids
         self.out_dir: Path | None = None
         self._common_root: Path | None = None
+        self._id_table = np.arange(256, dtype=np.uint8)  # train id -> written pixel value
         self._palette: list[int] = []  # PNG palette of the masks: class colours, the rest black
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":
             return
+        num_classes = min(int(pl_module.hparams.get("num_classes") or 255), 255)
+        if self.mask_ids == "cityscapes":
+            self._id_table = cityscapes_label_id_table(num_classes)
         parent = Path(trainer.default_root_dir) / self.folder
         self.out_dir = Path(trainer.strategy.broadcast(str(_new_folder(parent))))
+        colours = np.full((256, 3), IGNORE_COLOUR, dtype=np.uint8)
+        colours[self._id_table[:num_classes]] = palette(num_classes)
+        self._palette = colours.reshape(-1).tolist()
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         assert self.out_dir is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._common_root = _common_image_folder(trainer.predict_dataloaders)
-        num_classes = min(int(pl_module.hparams.get("num_classes") or 255), 255)
-        colours = np.full((256, 3), IGNORE_COLOUR, dtype=np.uint8)
-        colours[:num_classes] = palette(num_classes)
-        self._palette = colours.reshape(-1).tolist()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
@@ -82,7 +103,7 @@ class PredictionFileWriter(BasePredictionWriter):
 
     def _write_masks(self, masks: torch.Tensor, paths: list[str]) -> None:
         assert self.out_dir is not None
-        for mask, path in zip(masks.cpu().numpy().astype(np.uint8), paths, strict=True):
+        for mask, path in zip(self._id_table[masks.cpu().numpy().astype(np.uint8)], paths, strict=True):
             target = self.out_dir / mask_name(path, self._common_root)
             target.parent.mkdir(parents=True, exist_ok=True)
             picture = Image.fromarray(mask, mode="P")
@@ -104,6 +125,23 @@ class PredictionFileWriter(BasePredictionWriter):
             for path, index, probability in zip(paths, predicted.tolist(), best.tolist(), strict=True):
                 name = names[index] if index < len(names) else str(index)
                 writer.writerow([path, index, name, f"{probability:.6f}"])
+
+
+def cityscapes_label_id_table(num_classes: int) -> np.ndarray:
+    """``table[train id]`` = its Cityscapes label id; 255 (no class) -> 0, "unlabeled".
+
+    Refused for a model that does not predict the 19 Cityscapes classes: its ids would be renamed
+    into classes it never learnt.
+    """
+    if num_classes != len(CITYSCAPES_CLASSES):
+        raise ConfigError(
+            f"prediction_writer.mask_ids=cityscapes needs a model of the {len(CITYSCAPES_CLASSES)} Cityscapes "
+            f"classes; this one has num_classes={num_classes}. Use mask_ids: train"
+        )
+    table = np.full(256, CITYSCAPES_UNLABELED_ID, dtype=np.uint8)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        table[train_id] = label_id
+    return table
 
 
 def _new_folder(parent: Path) -> Path:
