@@ -27,7 +27,7 @@ from data_modules.segmentation.image_dataset import (
     verify_dataset,
 )
 from data_modules.segmentation.label_maps import IGNORE_INDEX, SYNTHIA_13, SYNTHIA_16
-from data_modules.segmentation.specs import DomainSpec, check_spec, missing_folder
+from data_modules.segmentation.specs import DomainSpec, check_spec, missing_folder, warn_unmapped_classes
 from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
 
 SYNTHETIC_SCALE_RANGE = (1.0, 1.5)  # rendered at crop size: only zoom in, never pad with ignore
@@ -136,6 +136,7 @@ class DomainPairDataModule(L.LightningDataModule):
         elif role in ("target_val", "target_test"):
             spec = self._inherit_from_target(spec)
         check_spec(spec, role)
+        warn_unmapped_classes(spec, role)
         return spec
 
     def _inherit_from_target(self, spec: DomainSpec) -> DomainSpec:

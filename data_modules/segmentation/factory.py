@@ -11,14 +11,13 @@ from data_modules.segmentation.image_dataset import SegmentationImageDataset, Se
 from data_modules.segmentation.label_maps import CITYSCAPES_CLASSES
 from data_modules.segmentation.readers_cityscapes_family import read_acdc, read_cityscapes, read_dark_zurich
 from data_modules.segmentation.readers_flat_folders import (
-    folder_class_names,
     read_bdd100k,
     read_folder,
     read_gta5,
     read_mapillary,
     read_synthia,
 )
-from data_modules.segmentation.specs import DomainSpec, check_spec
+from data_modules.segmentation.specs import DomainSpec, check_spec, folder_class_names
 from data_modules.segmentation.synthetic_dataset import SyntheticDomainDataset
 from data_modules.segmentation.synthetic_pairs import get_pair
 from data_modules.segmentation.transforms import SegmentationTransform

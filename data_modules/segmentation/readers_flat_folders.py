@@ -24,7 +24,7 @@ from data_modules.segmentation.label_maps import (
     id_map_mapping,
     identity_mapping,
 )
-from data_modules.segmentation.specs import DomainSpec, folder_num_classes
+from data_modules.segmentation.specs import DomainSpec, folder_class_names
 from data_modules.segmentation.validation import (
     SegmentationDataError,
     index_files,
@@ -94,16 +94,6 @@ def read_folder(spec: DomainSpec) -> SegmentationIndex:
         id_map_mapping(spec.id_map, len(names)) if spec.id_map is not None else identity_mapping(len(names))
     )
     return SegmentationIndex(tuple(records), MaskFormat(mapping), names)
-
-
-def folder_class_names(spec: DomainSpec) -> tuple[str, ...]:
-    """``class_names`` if given; else Cityscapes names for 19 classes (the default), else ``class_<i>``."""
-    if spec.class_names is not None:
-        return tuple(spec.class_names)
-    num_classes = folder_num_classes(spec)
-    if num_classes == len(CITYSCAPES_CLASSES):
-        return CITYSCAPES_CLASSES
-    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 def _listed_split(root: Path, spec: DomainSpec, image_dir: Path, mask_dir: Path, what: str) -> tuple:

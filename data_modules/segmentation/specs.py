@@ -9,6 +9,7 @@ rejects the combinations that cannot work before any file is touched.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,11 +112,41 @@ def check_spec(spec: DomainSpec, role: str = "domain") -> None:
             raise ValueError(f"{role}.{error}") from None
 
 
+def warn_unmapped_classes(spec: DomainSpec, role: str) -> None:
+    """Warn when ``id_map`` gives no raw id to some class: no pixel can ever be labelled with it.
+
+    Raw ids the map leaves out are ignored (255) by design, so a typo (a raw id mistyped, two raw ids
+    sent to one class) would otherwise drop a class without a word; a dataset that truly lacks a
+    class (as SYNTHIA lacks terrain) makes the same warning, which is then safe to ignore.
+    """
+    if spec.id_map is None:
+        return
+    names = folder_class_names(spec)
+    unmapped = sorted(set(range(len(names))) - {int(train) for train in spec.id_map.values()})
+    if unmapped:
+        listed = ", ".join(f"{index} {names[index]!r}" for index in unmapped[:8])
+        warnings.warn(
+            f"{role}.id_map maps no raw id to class(es) {listed}{' ...' if len(unmapped) > 8 else ''}: "
+            f"no pixel of these masks can be that class (fine if the dataset lacks it; otherwise check the map)",
+            stacklevel=2,
+        )
+
+
 def folder_num_classes(spec: DomainSpec) -> int:
     """Size of a ``folder`` domain's label space: its ``class_names``, else ``num_classes``, else 19."""
     if spec.class_names is not None:
         return len(spec.class_names)
     return spec.num_classes if spec.num_classes is not None else len(CITYSCAPES_CLASSES)
+
+
+def folder_class_names(spec: DomainSpec) -> tuple[str, ...]:
+    """``class_names`` if given; else Cityscapes names for 19 classes (the default), else ``class_<i>``."""
+    if spec.class_names is not None:
+        return tuple(spec.class_names)
+    num_classes = folder_num_classes(spec)
+    if num_classes == len(CITYSCAPES_CLASSES):
+        return CITYSCAPES_CLASSES
+    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 def missing_folder(spec: DomainSpec, role: str) -> str | None:

@@ -138,6 +138,21 @@ def test_folder_val_and_test_domains_take_the_folder_targets_label_space():
         )
 
 
+def test_an_id_map_that_gives_a_class_no_raw_id_warns_naming_the_class():
+    names = ["sky", "road", "car"]
+    target = {"dataset": "folder", "root": "/d", "image_dir": "i", "mask_dir": "m", "class_names": names}
+    source = dict(target, root="/s")
+    typo = dict(target, id_map={7: 0, 8: 0, 26: 2})  # 8 is road's raw id, mistyped as sky's train id
+    with pytest.warns(UserWarning, match=r"^target\.id_map maps no raw id to class\(es\) 1 'road':"):
+        DomainPairDataModule(source, typo, target_val=dict(target, root="/v"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DomainPairDataModule(
+            source, dict(target, id_map={7: 0, 8: 1, 26: 2}), target_val=dict(target, root="/v")
+        )
+    assert not [w for w in caught if "id_map" in str(w.message)]
+
+
 def test_an_evaluation_batch_of_differently_sized_images_names_them_and_the_setting(tmp_path: Path):
     for name, size in (("a", (40, 48)), ("b", (32, 64))):
         for folder in ("images", "labels"):
