@@ -144,7 +144,7 @@ def test_sliding_window_evaluation_and_prediction() -> None:
     assert torch.equal(predicted["mask"], upsampled.argmax(1).to(torch.uint8))
 
     masks = expected.argmax(1)
-    model._evaluate({"image": images, "mask": masks}, model.val_iou, "val", batch_idx=1)
+    model._evaluate({"image": images, "mask": masks}, "val", batch_idx=1)
     assert model.val_iou.compute().nanmean().item() == pytest.approx(1.0)  # scored the windowed logits
 
 
@@ -161,5 +161,5 @@ def test_native_size_images_the_patches_do_not_tile_are_padded_and_cropped_back(
         assert logits.shape == (1, 4, 44, 60) and torch.allclose(logits, expected, atol=1e-6)
         windowed = model.segmenter.predict(torch.randn(1, 3, 44, 100), window=64)  # windows 44 high
     assert windowed.shape == (1, 4, 44, 100)
-    model._evaluate({"image": images, "mask": logits.argmax(1)}, model.val_iou, "val", batch_idx=1)
+    model._evaluate({"image": images, "mask": logits.argmax(1)}, "val", batch_idx=1)
     assert model.val_iou.compute().nanmean().item() == pytest.approx(1.0)

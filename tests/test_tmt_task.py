@@ -152,7 +152,7 @@ def test_evaluation_scores_labels_at_their_own_resolution(monkeypatch) -> None:
     monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
     labels = torch.zeros(1, 64, 64, dtype=torch.long)
     labels[:, :, 32:] = 1
-    model._evaluate({"image": torch.zeros(1, 3, 32, 32), "mask": labels}, model.val_iou, "val", 1)
+    model._evaluate({"image": torch.zeros(1, 3, 32, 32), "mask": labels}, "val", 1)
     confusion = model.val_iou.confmat
     assert int(confusion.sum()) == 64 * 64 and int(confusion.trace()) == 64 * 64
 

@@ -253,10 +253,9 @@ class TMTSegmentation(LightningModule):
         return result, per_domain
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(
-        self, batch: dict[str, Any], metric: MulticlassJaccardIndex, stage: str, batch_idx: int
-    ) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str, batch_idx: int) -> None:
         images, masks = batch["image"], batch["mask"]
+        iou, loss = (self.val_iou, self.val_loss) if stage == "val" else (self.test_iou, self.test_loss)
         if self.hparams.eval_window is None and not self.segmenter.needs_padding(images):
             out = self.segmenter(images)
             logits = out.logits
@@ -267,20 +266,19 @@ class TMTSegmentation(LightningModule):
             )
         if logits.shape[-2:] != masks.shape[-2:]:  # labels kept as annotated (data base_size resize)
             logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-        loss = self.val_loss if stage == "val" else self.test_loss
         loss.update(masked_cross_entropy(logits, masks), weight=images.shape[0])
         self.log(f"{stage}/loss", loss, batch_size=images.shape[0])
         predictions = logits.argmax(dim=1)
-        metric.update(predictions, masks)
+        iou.update(predictions, masks)
         if stage == "val" and batch_idx == 0 and self._should_log_images():
             shown = images.shape[-2:]  # the pictures are drawn at the network's input size
             self._log_examples(images, _nearest(masks, shown), _nearest(predictions, shown), out)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_iou, "val", batch_idx)
+        self._evaluate(batch, "val", batch_idx)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_iou, "test", batch_idx)
+        self._evaluate(batch, "test", batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Train ids (uint8) at each image's native size (the data keeps it in ``mask``, labelled or
