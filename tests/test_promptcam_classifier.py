@@ -11,6 +11,7 @@ from tmtcam.backbones import ViTBackbone
 from tmtcam.metrics.interpretability import keypoint_mask, mass_inside_mask, pointing_game
 from tmtcam.promptcam.evaluation import pointing_tolerance
 from tmtcam.promptcam.saliency_baselines import grad_cam_maps
+from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks import promptcam_classifier
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier, build_backbone
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
@@ -289,6 +290,19 @@ def test_test_step_scores_the_true_class_map_where_traits_or_parts_are_known(
     parts = torch.stack([test_set[i]["parts"] for i in range(len(test_set))])
     near_parts = keypoint_mask(parts, (32, 32), radius=pointing_tolerance(32))
     assert results["test/part_hit"] == pytest.approx(float(pointing_game(maps, near_parts).nanmean()))
+
+
+def test_explanation_maps_are_the_given_classes_not_the_predicted_ones(backbone_config):
+    """Test-time localisation explains the *true* class, which for a misclassified image is not the
+    predicted one: its maps must be that class prompt's top heads."""
+    torch.manual_seed(0)
+    module = PromptCAMClassifier(backbone_config, num_classes=4, top_k_heads=2)
+    model, images = module._require_model(), torch.randn(3, 3, 32, 32)
+    predicted = explain_batch(model, images).class_index
+    other = (predicted + 1) % 4
+    maps = module.explanation_maps(images, other)
+    assert torch.allclose(maps, explain_batch(model, images, other, top_k=2).saliency(2))
+    assert not torch.allclose(maps, explain_batch(model, images, predicted, top_k=2).saliency(2))
 
 
 def test_localisation_scores_by_hand(backbone_config, monkeypatch):

@@ -144,6 +144,8 @@ def test_class_index_validation(tiny_vit):
     model = _peaky_model(tiny_vit)
     with pytest.raises(ValueError, match=r"class_index must be in \[0, 5\)"):
         rank_heads_batched(model, torch.randn(1, 3, 32, 32), class_index=9)
+    with pytest.raises(ValueError, match=r"class_index must be in \[0, 5\), got \[5\]"):
+        rank_heads_batched(model, torch.randn(1, 3, 32, 32), class_index=5)  # one past the last class
 
 
 def test_prompt_attention_maps_hand_case():
@@ -155,6 +157,8 @@ def test_prompt_attention_maps_hand_case():
     assert torch.allclose(maps[0, 0], torch.tensor([[0.1, 0.2], [0.3, 0.4]]))
     combined = top_head_map(maps, torch.tensor([[1, 0]]), k=1)
     assert torch.allclose(combined[0], torch.tensor([[0.4, 0.3], [0.2, 0.1]]))
+    both = top_head_map(maps, torch.tensor([[1, 0]]), k=2)  # the heads' mean, not their sum
+    assert torch.allclose(both[0], torch.full((2, 2), 0.25))
     with pytest.raises(ValueError, match="grid"):
         prompt_attention_maps(attention, torch.tensor([1]), first_patch=3, grid=(3, 3))
 

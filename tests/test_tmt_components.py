@@ -163,6 +163,8 @@ def test_adaptive_k_picks_smallest_k_below_threshold() -> None:
     inertias = torch.tensor([[10.0, 10.0], [4.0, 9.0], [1.0, 8.0]])  # k choices x images
     pick = choose_adaptive_k(inertias, variance=torch.tensor([10.0, 10.0]), ratio=0.5)
     assert pick.tolist() == [1, 2]  # image 0: first k with inertia <= 5; image 1: none, fall back to largest
+    at_threshold = choose_adaptive_k(torch.tensor([[10.0], [5.0], [1.0]]), torch.tensor([10.0]), ratio=0.5)
+    assert at_threshold.tolist() == [1]  # inertia exactly ratio x variance counts as good enough
 
 
 def test_adaptive_k_gives_plain_images_fewer_regions() -> None:
@@ -197,6 +199,23 @@ def test_decoders_give_full_resolution_logits_and_gradients(name: str) -> None:
     assert isinstance(decoder, LinearDecoder if name == "linear" else MaskTransformerDecoder)
     with pytest.raises(ValueError, match="decoder must be one of"):
         build_decoder("fcn", 24, 5)
+
+
+def test_decoder_logits_at_patch_resolution_by_hand() -> None:
+    """linear: token (row 1, col 2) of a 3 x 4 grid is classified by W x + b; mask transformer: each
+    patch's class scores are LayerNorm'd over classes (zero mean, unit variance), as in Segmenter."""
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 12, 24)
+    linear = build_decoder("linear", embed_dim=24, num_classes=5)
+    logits = linear(tokens, (3, 4), (3, 4))
+    expected = tokens[:, 1 * 4 + 2] @ linear.classifier.weight.T + linear.classifier.bias
+    assert torch.allclose(logits[:, :, 1, 2], expected, atol=1e-6)
+    masks = build_decoder("mask_transformer", embed_dim=24, num_classes=5, num_heads=3)(
+        tokens, (3, 4), (3, 4)
+    )
+    assert torch.allclose(masks.mean(1), torch.zeros(2, 3, 4), atol=1e-5)
+    variance = masks.var(1, unbiased=False)  # just under 1: LayerNorm's eps against small cosine spreads
+    assert torch.all((variance > 0.9) & (variance <= 1.0))
 
 
 def test_sliding_window_covers_every_pixel_and_averages_overlaps() -> None:

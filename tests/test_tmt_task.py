@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 from tiny_configs import TINY_BACKBONE
 
@@ -66,6 +67,69 @@ def test_acte_heads_do_not_push_the_backbone() -> None:
     assert model.segmenter.probe[1].weight.grad.abs().sum() > 0
 
 
+def test_domain_weights_scale_each_domains_segmentation_loss() -> None:
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
+    batch = pair_batch()
+    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
+    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    out = model.segmenter(images)
+    source, target = (F.cross_entropy(out.logits[part], masks[part]) for part in (slice(0, 2), slice(2, 4)))
+    losses, per_domain = model._losses(out, masks, [2, 2], [0.25, 2.0])
+    assert losses["segmentation"].item() == pytest.approx((0.25 * source + 2.0 * target).item(), rel=1e-5)
+    assert per_domain["seg_source"].item() == pytest.approx(source.item(), rel=1e-5)
+    source_only, _ = model._losses(out, masks, [2, 2], [1.0, 0.0])
+    assert source_only["segmentation"].item() == pytest.approx(source.item(), rel=1e-5)
+
+
+def test_segmentation_loss_trains_tma_but_not_the_acte_heads() -> None:
+    """The priority map is read from the discriminator and probe, not trained through the segmenter:
+    otherwise the segmentation loss would shape the map that is meant to measure transfer."""
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]})
+    batch = pair_batch()
+    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
+    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    losses, _ = model._losses(model.segmenter(images), masks, [2, 2], [1.0, 1.0])
+    losses["segmentation"].backward()
+    heads = [*model.segmenter.discriminator.parameters(), *model.segmenter.probe.parameters()]
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in heads)
+    assert model.segmenter.tma.beta.grad.abs().sum() > 0
+
+
+def test_default_acte_stretches_each_images_priority_to_the_unit_range() -> None:
+    """A sure discriminator gives a map of small differences; stretched (the default), TMA sees them."""
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [4]})
+    assert torch.all(model.segmenter.tma.beta == 1.0)  # beta_init 1: the bias is on from the first step
+    with torch.no_grad():
+        priority = model.segmenter(pair_batch()["source"]["image"]).priority
+    assert torch.allclose(priority.amin(1), torch.zeros(2)) and torch.allclose(
+        priority.amax(1), torch.ones(2)
+    )
+
+
+def test_regions_are_clustered_from_the_cluster_layers_output(monkeypatch) -> None:
+    model = TMTSegmentation(
+        num_classes=4,
+        backbone=TINY,
+        method="tmt",
+        acte={"k_choices": [2], "cluster_layer": 1},
+        tma={"layers": [3]},
+    )
+    seen = []
+    cluster = type(model.segmenter.partitioner).__call__
+    monkeypatch.setattr(
+        type(model.segmenter.partitioner),
+        "__call__",
+        lambda self, x, grid: seen.append(x) or cluster(self, x, grid),
+    )
+    images = pair_batch()["source"]["image"]
+    with torch.no_grad():
+        model.segmenter(images)
+        block_outputs = model.segmenter.backbone(images, return_layers=[0, 1, 2])
+    (features,) = seen
+    assert torch.allclose(features, block_outputs.features[1], atol=1e-6)
+    assert not torch.allclose(features, block_outputs.features[0], atol=1e-3)
+
+
 @pytest.mark.parametrize("unit", ["patch", "region", "image"])
 def test_alignment_pushes_the_backbone_against_its_own_discriminator(unit: str) -> None:
     """With ``acte.align`` the alignment loss trains the aligner and reaches the patch tokens with
@@ -111,8 +175,11 @@ def test_region_weighted_discriminator_loss_by_hand() -> None:
     priority = torch.tensor([[1.0, 0.0]])
     bce = [math.log(2.0), math.log(1.0 + math.exp(-2.0))]
     expected = (2.0 * bce[0] + 1.0 * bce[1]) / 3.0
-    loss = discriminator_loss(logits, torch.tensor([True]), 1.0 + priority)
+    weights = (1.0 + priority).requires_grad_()
+    loss = discriminator_loss(logits.requires_grad_(), torch.tensor([True]), weights)
     assert loss.item() == pytest.approx(expected)
+    loss.backward()  # the weights say how much a patch counts; the loss must not learn to shrink them
+    assert weights.grad is None and logits.grad.abs().sum() > 0
 
 
 def test_tma_bias_changes_the_prediction_and_zero_beta_does_not() -> None:
@@ -260,6 +327,12 @@ def test_init_checkpoint_of_another_class_count_or_task_is_refused(tmp_path: Pat
         CheckpointMismatch, match="written by task 'PromptCAMClassifier', not 'TMTSegmentation'"
     ):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(foreign))
+    decoder_only = {k: v for k, v in source.state_dict().items() if not k.startswith("segmenter.backbone.")}
+    torch.save({"state_dict": decoder_only}, path)  # would silently start from a random backbone
+    with pytest.raises(
+        CheckpointMismatch, match=r"lacks \d+ backbone/decoder weights \(e\.g\. segmenter\.backbone\."
+    ):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
     torch.save({"state_dict": source.state_dict()}, path)
     adapted = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
     weight = "segmenter.backbone.vit.blocks.0.attn.qkv.weight"
