@@ -8,6 +8,7 @@ which must fail fast (the entry point sets ``HF_HUB_OFFLINE=1``) rather than wai
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 from tiny_configs import TINY_BACKBONE, run_cli, tmt_config, write_config
 
-from tmtcam.backbones import ViTBackbone
+from tmtcam.backbones import ViTBackbone, WeightsError
 
 
 def fit_with_backbone(tmp_path: Path, **backbone: object) -> list[str]:
@@ -87,6 +88,28 @@ def test_weights_of_another_model_are_refused_not_silently_ignored(
         f"backbone.weights: {good_weights} has none or few of the weights",
         "another model",
     )
+
+
+def test_weights_file_lacking_half_of_the_models_weights_is_refused(tmp_path, good_weights):
+    """Half a model loaded and half left random is not a pretrained backbone; only a few gaps are a warning."""
+    state = torch.load(good_weights, weights_only=True)
+    names = list(state)  # the head-less tiny ViT's own keys, as the model has them
+    assert len(names) % 2 == 0  # so that dropping half sits exactly on the refusal's boundary
+    torch.save({name: state[name] for name in names[: len(names) // 2]}, good_weights)
+    with pytest.raises(
+        WeightsError,
+        match=re.escape(
+            f"backbone.weights: {good_weights} has none or few of the weights of 'vit_tiny_patch16_224' "
+            f"({len(names) // 2} of {len(names)} missing, e.g. "
+        ),
+    ) as refused:
+        ViTBackbone(**TINY_BACKBONE, weights=str(good_weights))
+    assert "another model" in str(refused.value)
+    torch.save({name: state[name] for name in names[1:]}, good_weights)
+    with pytest.warns(
+        UserWarning, match=re.escape(f"lacks 1 weights of 'vit_tiny_patch16_224': {names[:1]}")
+    ):
+        ViTBackbone(**TINY_BACKBONE, weights=str(good_weights))
 
 
 @pytest.mark.slow

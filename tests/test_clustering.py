@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from tmtcam.clustering import AutoKMeans, FaissKMeans, TorchKMeans, build_kmeans, faiss_available
-from tmtcam.clustering.torch_kmeans import _update_centroids
+from tmtcam.clustering import (
+    AutoKMeans,
+    FaissKMeans,
+    TorchKMeans,
+    build_kmeans,
+    faiss_available,
+    torch_kmeans,
+)
+from tmtcam.clustering.torch_kmeans import _update_centroids, kmeans_plus_plus
 
 
 def planted(batch=3, per_cluster=40, k=4, dim=16, spread=0.05, seed=0):
@@ -48,9 +55,40 @@ def test_faiss_and_torch_agree_on_separated_data():
 
 
 def test_torch_backend_is_seeded():
-    points = torch.randn(2, 50, 8)
+    points = torch.randn(2, 50, 8, generator=torch.Generator().manual_seed(0))
     a, b = TorchKMeans(seed=7)(points, 5), TorchKMeans(seed=7)(points, 5)
     assert torch.equal(a.labels, b.labels)
+    assert torch.equal(kmeans_plus_plus(points, 5, 7), kmeans_plus_plus(points, 5, 7))
+    # 50 distinct random points: another seed draws other centres
+    assert not torch.equal(kmeans_plus_plus(points, 5, 8), kmeans_plus_plus(points, 5, 7))
+
+
+def test_first_kmeans_plus_plus_centre_is_drawn_not_always_the_first_point():
+    """The first centre is a seeded uniform draw; pinning it to point 0 would bias every seeding."""
+    line = torch.arange(100, dtype=torch.float32).view(1, 100, 1)  # point i sits at i
+    firsts = [int(kmeans_plus_plus(line, 1, seed)[0, 0, 0]) for seed in range(10)]
+    assert len(set(firsts)) > 1 and set(firsts) != {0}
+    # the same uniform draw for every image of the batch: point floor(u * N) of each
+    draw = torch.rand(1, generator=torch.Generator().manual_seed(3)).item()
+    two = torch.stack([line[0], line[0] + 1000])
+    assert kmeans_plus_plus(two, 1, 3)[:, 0, 0].tolist() == [int(draw * 100), int(draw * 100) + 1000]
+
+
+def test_expanded_distance_form_matches_the_broadcast_one(monkeypatch):
+    """Large images take |x|^2 - 2 x.c + |c|^2 (one bmm); it must give the broadcast difference's values."""
+    x = torch.tensor([[[0.0, 0.0], [3.0, 4.0], [1.0, 1.0]], [[2.0, 2.0], [-1.0, 0.0], [5.0, 2.0]]])
+    centre = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    expected = [[0.0, 25.0, 2.0], [0.0, 13.0, 9.0]]  # hand-computed squared distances
+    assert torch_kmeans._squared_distance(x, centre).tolist() == expected  # 6 values: broadcast
+    monkeypatch.setattr(torch_kmeans, "_EXPANDED_DISTANCE_MIN_VALUES", 1)
+    assert torch_kmeans._squared_distance(x, centre).tolist() == expected  # now the expanded form
+    # integer-valued points: both forms are exact in float32, so the seeding and Lloyd agree exactly
+    points = torch.randint(-20, 20, (3, 60, 4), generator=torch.Generator().manual_seed(4)).float()
+    expanded = TorchKMeans(seed=5)(points, 6)
+    monkeypatch.setattr(torch_kmeans, "_EXPANDED_DISTANCE_MIN_VALUES", 10**9)
+    broadcast = TorchKMeans(seed=5)(points, 6)
+    assert torch.equal(expanded.labels, broadcast.labels)
+    assert torch.allclose(expanded.centroids, broadcast.centroids)
 
 
 def test_hand_computed_two_cluster_case():
@@ -167,8 +205,6 @@ def test_an_images_clusters_do_not_depend_on_the_rest_of_the_batch(backend):
 def test_bf16_autocast_does_not_reach_the_kmeans_maths(backend, monkeypatch):
     # bf16-mixed training clusters inside autocast; on large images the seeding's distances are a
     # bmm, which autocast would run in bfloat16 (errors of ~2e-3 relative on 1100 x 1000 points)
-    from tmtcam.clustering import torch_kmeans
-
     seen = []
     distance = torch_kmeans._squared_distance
 

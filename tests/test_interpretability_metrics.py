@@ -81,6 +81,13 @@ def test_box_mask_takes_the_pixels_whose_centres_are_inside():
         box_mask(torch.zeros(4), (3, 4))
 
 
+def test_box_mask_includes_pixel_centres_lying_exactly_on_the_right_and_bottom_edges():
+    """CUB boxes are closed: a centre on x2 or y2 is inside, as one on x1 or y1 is."""
+    # centres are at 0.5, 1.5, 2.5, ...: x in [0.5, 2.5] takes columns 0..2, y in [0.5, 1.5] rows 0..1
+    mask = box_mask(torch.tensor([[0.5, 0.5, 2.5, 1.5]]), (3, 4))
+    assert mask[0].int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 0]]
+
+
 def test_keypoint_mask_discs_and_invisible_parts():
     keypoints = torch.tensor([[[2.0, 1.0, 1.0], [0.0, 0.0, 0.0]]])  # second part not visible
     mask = keypoint_mask(keypoints, (4, 5), radius=1.0)
@@ -131,6 +138,25 @@ def test_deletion_and_insertion_reward_the_faithful_map():
     assert curve[0, -1] == pytest.approx(torch.sigmoid(torch.tensor(-5.0)).item(), abs=1e-5)
     with pytest.raises(ValueError, match="mode must be"):
         perturbation_curves(_left_texture_classifier, images, faithful, classes, "erase")
+
+
+def test_perturbation_curves_use_each_images_own_class():
+    """A batch explains a different class per image; image 1's curve must follow its class 1, not image 0's."""
+    size = 48
+    checker = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 * 2.0 - 1.0
+    images = torch.zeros(2, 3, size, size)
+    images[:, :, :, : size // 2] = checker[:, : size // 2]
+    saliency = torch.zeros(2, size, size)
+    saliency[:, :, : size // 2] = 1.0
+    classes = torch.tensor([0, 1])
+    curves = perturbation_curves(_left_texture_classifier, images, saliency, classes, "deletion", steps=4)
+    # same image and map, two classes of a 2-way softmax: p1 = 1 - p0 at every stage
+    assert torch.allclose(curves[1], 1 - curves[0], atol=1e-6)
+    assert curves[1, 0] == pytest.approx(torch.sigmoid(torch.tensor(-5.0)).item(), abs=1e-5)  # logits (5, 0)
+    assert curves[1, -1] == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item(), abs=1e-5)  # logits (-5, 0)
+    aucs = insertion_deletion_auc(_left_texture_classifier, images, saliency, classes, steps=4)
+    for mode in ("insertion", "deletion"):
+        assert aucs[mode][1].item() == pytest.approx(1 - aucs[mode][0].item(), abs=1e-5)
 
 
 def test_blurred_baseline_keeps_mean_and_smooths():

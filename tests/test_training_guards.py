@@ -1,6 +1,8 @@
 """Training faults: NaN loss stops before the update and keeps the last good checkpoint; bad run dirs
 and foreign checkpoints are rejected with messages that name the problem."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -10,6 +12,7 @@ from torch import nn
 
 from tmtcam.training.checkpoint_compat import CheckpointMismatch, check_checkpoint, stamp_checkpoint
 from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard, TrainingFault, check_writable_dir
+from tmtcam.training.preflight import ConfigError, check_devices, check_schedule_length, fill_normalization
 
 
 class NaNAtStep(BoringModel):
@@ -41,6 +44,27 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 3
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_nan_loss_message_names_only_checkpoints_that_exist(tmp_path):
+    """A checkpoint path Lightning remembers but that is gone (deleted, moved) must not be offered as kept."""
+    gone = tmp_path / "ckpt" / "last.ckpt"  # never written
+    resumed = tmp_path / "resumed.ckpt"
+    resumed.write_bytes(b"checkpoint")
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, **_: decision),
+        checkpoint_callbacks=[SimpleNamespace(last_model_path=str(gone), best_model_path="")],
+        ckpt_path=str(resumed),
+        global_step=4,
+        current_epoch=1,
+    )
+    with pytest.raises(TrainingFault, match="last good checkpoint is kept at ") as caught:
+        NonFiniteLossGuard().on_before_backward(trainer, None, torch.tensor(float("nan")))
+    assert f"kept at {resumed}. Try" in str(caught.value) and str(gone) not in str(caught.value)
+    trainer.ckpt_path = None
+    with pytest.raises(TrainingFault, match="no checkpoint had been written yet") as caught:
+        NonFiniteLossGuard().on_before_backward(trainer, None, torch.tensor(float("inf")))
+    assert str(gone) not in str(caught.value)
 
 
 def test_unwritable_run_dir_is_rejected_before_training(tmp_path):
@@ -79,3 +103,38 @@ def test_checkpoint_from_other_task_or_class_count_is_rejected_in_words():
     unstamped = {"state_dict": TaskA(3).state_dict()}
     with pytest.raises(CheckpointMismatch, match=r"head.weight \(3, 4\) vs \(5, 4\)"):
         check_checkpoint(unstamped, TaskA(5), num_classes=5)
+
+
+def test_given_std_without_mean_is_not_replaced_by_the_backbones_statistics():
+    """Only a config that leaves both unset is filled; a user's std alone must survive (and mean stay unset)."""
+    backbone = {"model_name": "vit_base_patch16_224", "weights": "/w.pth"}  # augreg tag: 0.5 / 0.5
+    given = {"mean": None, "std": [0.2, 0.3, 0.4]}
+    fill_normalization(given, backbone)
+    assert given == {"mean": None, "std": [0.2, 0.3, 0.4]}
+    unset = {"mean": None, "std": None}
+    fill_normalization(unset, backbone)
+    assert unset == {"mean": [0.5] * 3, "std": [0.5] * 3}  # the same backbone does fill an unset pair
+
+
+def test_a_schedule_one_epoch_shorter_than_the_run_is_refused():
+    """The boundary: 4 scheduled epochs in a 5-epoch run leave the last epoch at learning rate 0."""
+    with pytest.raises(
+        ConfigError, match=r"max_epochs=4 is shorter than trainer.max_epochs=5.*last 1 epochs"
+    ):
+        check_schedule_length(4, 5)
+    check_schedule_length(5, 5)
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "available", "message"),
+    [
+        ("auto", 0, "trainer.devices=2 with trainer.accelerator=auto: this machine has no GPU"),
+        ("gpu", 0, r"needs 2 GPU\(s\), but this machine has 0"),
+        ("gpu", 1, r"needs 2 GPU\(s\), but this machine has 1"),
+    ],
+    ids=["auto-no-gpu", "gpu-no-gpu", "gpu-one-gpu"],
+)
+def test_two_devices_without_two_gpus_are_refused(accelerator, available, message):
+    """Two devices is the smallest request that can exceed the machine; it must not slip through."""
+    with pytest.raises(ConfigError, match=message):
+        check_devices(accelerator, 2, available=available)

@@ -35,10 +35,36 @@ def test_synthia_maps_sixteen_classes_and_the_thirteen_drop_wall_fence_pole():
     assert len(SYNTHIA_13) == 13
 
 
+def test_synthia_raw_ids_go_to_their_own_cityscapes_classes():
+    """A permutation of the table (e.g. motorcycle and bicycle swapped) keeps its structure; pin the pairs."""
+    # SYNTHIA RAND-CITYSCAPES README ids -> the Cityscapes class of the same name
+    official = {
+        3: "road", 4: "sidewalk", 2: "building", 21: "wall", 5: "fence", 7: "pole", 15: "traffic light",
+        9: "traffic sign", 6: "vegetation", 1: "sky", 10: "person", 17: "rider", 8: "car", 19: "bus",
+        12: "motorcycle", 11: "bicycle",
+    }  # fmt: skip
+    assert {raw: CITYSCAPES_CLASSES[train] for raw, train in SYNTHIA_TO_TRAIN.items()} == official
+    assert SYNTHIA_TO_TRAIN[12] == 17 and SYNTHIA_TO_TRAIN[11] == 18  # motorcycle, bicycle
+    # void, parking-slot, road-work, terrain and lanemarking stay ignored
+    assert not {0, 13, 14, 16, 22} & set(SYNTHIA_TO_TRAIN)
+
+
 def test_mapillary_map_hits_every_cityscapes_class_and_only_valid_ids():
     assert set(MAPILLARY_TO_TRAIN.values()) == set(range(19))
     assert all(0 <= raw <= 65 for raw in MAPILLARY_TO_TRAIN)
     assert MAPILLARY_TO_TRAIN[55] == CITYSCAPES_CLASSES.index("car") and 65 not in MAPILLARY_TO_TRAIN
+
+
+def test_mapillary_raw_ids_go_to_their_own_cityscapes_classes():
+    """Spot-check the Vistas v1.2 ids whose class has a Cityscapes namesake (a permutation would pass the above)."""
+    named = {
+        13: "road", 15: "sidewalk", 17: "building", 6: "wall", 3: "fence", 45: "pole", 48: "traffic light",
+        50: "traffic sign", 30: "vegetation", 29: "terrain", 27: "sky", 19: "person", 20: "rider",
+        55: "car", 61: "truck", 54: "bus", 58: "train", 57: "motorcycle", 52: "bicycle",
+    }  # fmt: skip
+    assert {raw: CITYSCAPES_CLASSES[MAPILLARY_TO_TRAIN[raw]] for raw in named} == named
+    assert CITYSCAPES_CLASSES[MAPILLARY_TO_TRAIN[2]] == "sidewalk"  # curb
+    assert CITYSCAPES_CLASSES[MAPILLARY_TO_TRAIN[24]] == "road"  # lane marking (general)
 
 
 def test_mapping_applies_the_table_and_ignores_known_unmapped_ids():

@@ -114,6 +114,16 @@ def test_cub_unknown_part_image_names_file_and_line(tmp_path):
         read_species_index("cub", root)
 
 
+def test_cub_image_without_a_part_location_names_the_file_image_and_part(tmp_path):
+    """A part row dropped from part_locs.txt must be an error, not a NaN keypoint reaching the metrics."""
+    root = make_cub(tmp_path)
+    parts = root / "parts" / "part_locs.txt"
+    lines = parts.read_text().splitlines()
+    write_lines(parts, [line for line in lines if not line.startswith("2 4 ")])  # image 2, part 4
+    with pytest.raises(SpeciesDataError, match=r"part_locs\.txt: image id 2 has no location for part 4$"):
+        read_species_index("cub", root)
+
+
 def test_cub_missing_file_and_bad_line(tmp_path):
     root = make_cub(tmp_path)
     (root / "bounding_boxes.txt").unlink()
