@@ -121,6 +121,8 @@ def test_bad_prompt_schedules_are_rejected(tiny_vit):
         tiny_vit(images, prompts=PromptInsertion(torch.randn(3, 2, 64), "deep"))
     with pytest.raises(ValueError, match="embed_dim 64"):
         tiny_vit(images, prompts=PromptInsertion(torch.randn(4, 2, 32), "deep"))
+    with pytest.raises(ValueError, match=r"start_block=4 outside \[0, 4\)"):  # would insert them nowhere
+        tiny_vit(images, prompts=PromptInsertion(torch.randn(1, 2, 64), "shallow", start_block=4))
 
 
 def test_head_blur_makes_prompt_rows_uniform_over_patches(tiny_vit):
