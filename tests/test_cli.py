@@ -2,8 +2,14 @@
 
 import subprocess
 import sys
+from types import SimpleNamespace
+
+import yaml
+from jsonargparse import Namespace
 
 from tmtcam.cli import EXTRA_COMMANDS, main
+from tmtcam.training.checked_cli import use_rich_progress_bar
+from tmtcam.training.progress_bar import RunProgressBar
 
 BORING = "lightning.pytorch.demos.boring_classes"
 
@@ -42,6 +48,32 @@ def test_fit_any_lightning_module_by_class_path(tmp_path):
         ]
     )
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_runs_get_a_rich_progress_bar_unless_bars_are_off_or_their_own(tmp_path):
+    main(
+        ["fit", "--model", f"{BORING}.BoringModel", "--data", f"{BORING}.BoringDataModule"]
+        + ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
+        + ["--trainer.default_root_dir", str(tmp_path)]
+    )
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())["trainer"]["callbacks"]
+    assert [c["class_path"] for c in saved] == ["tmtcam.training.progress_bar.RunProgressBar"]
+    off = Namespace(enable_progress_bar=False, callbacks=None)
+    use_rich_progress_bar(off)
+    assert off.callbacks is None
+    tqdm = Namespace(class_path="lightning.pytorch.callbacks.TQDMProgressBar", init_args=Namespace())
+    own = Namespace(enable_progress_bar=None, callbacks=[tqdm])
+    use_rich_progress_bar(own)
+    assert own.callbacks == [tqdm]
+
+
+def test_progress_bar_names_an_epoch_bound_only_when_the_run_has_one():
+    """A max_steps run has max_epochs -1: Lightning's own label would read "Epoch 0/-2"."""
+    bar = RunProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=-1)
+    assert bar._get_train_description(0).strip() == "Epoch 0"
+    bar._trainer = SimpleNamespace(max_epochs=10)
+    assert bar._get_train_description(3).strip() == "Epoch 3/9"
 
 
 def test_extra_commands_are_dispatched_and_unknown_target_is_usage_error(capsys):

@@ -99,6 +99,7 @@ class CheckedLightningCLI(LightningCLI):
             config.return_predictions = False  # written to files per batch (PredictionFileWriter)
         if config.trainer.get("default_root_dir"):
             place_loggers_in_run_dir(config.trainer)
+        use_rich_progress_bar(config.trainer)
         if config.get("ckpt_path"):  # resuming, or evaluating a run: its metrics join that run
             continue_wandb_run(config.trainer, config.ckpt_path)
 
@@ -202,6 +203,19 @@ def place_loggers_in_run_dir(trainer: Namespace) -> None:
         init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
         if init_args is not None and "save_dir" in init_args:
             init_args.save_dir = trainer.default_root_dir
+
+
+def use_rich_progress_bar(trainer: Namespace) -> None:
+    """A Rich progress bar (:class:`~tmtcam.training.progress_bar.RunProgressBar`), unless the run turns
+    bars off or configures a progress bar of its own; it goes into the saved config like any callback."""
+    if trainer.get("enable_progress_bar") is False:
+        return
+    callbacks = trainer.get("callbacks") or []
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    if any("ProgressBar" in str(getattr(callback, "class_path", "")) for callback in callbacks):
+        return
+    rich_bar = Namespace(class_path="tmtcam.training.progress_bar.RunProgressBar", init_args=Namespace())
+    trainer.callbacks = [*callbacks, rich_bar]
 
 
 def continue_wandb_run(trainer: Namespace, ckpt_path: str) -> None:
