@@ -315,3 +315,72 @@ def test_evaluation_resizes_the_image_but_keeps_the_labels_as_annotated():
         image, mask
     )
     assert train_labels.shape == (16, 16)  # training crops image and mask together
+
+
+def test_train_scale_range_rescales_before_the_crop_and_is_checked():
+    """A 32 px image at scale 0.5 fills a quarter of the 32 px crop (the rest is ignore padding);
+    at scale 2 the crop is all image."""
+    image, mask = np.zeros((32, 32, 3), np.uint8), np.ones((32, 32), np.uint8)
+    _, half = build_train_transform(32, (0.5, 0.5), color_jitter=False, seed=0)(image, mask)
+    assert int((half == IGNORE_INDEX).sum()) == 32 * 32 - 16 * 16
+    _, double = build_train_transform(32, (2.0, 2.0), color_jitter=False, seed=0)(image, mask)
+    assert int((double == IGNORE_INDEX).sum()) == 0
+    with pytest.raises(ValueError, match=r"scale_range\[0\] <= scale_range\[1\], got 32, \(1\.5, 0\.5\)"):
+        build_train_transform(32, (1.5, 0.5))
+
+
+def test_reseeding_a_transform_restarts_its_random_stream():
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    mask = np.zeros((40, 40), np.uint8)
+    transform = build_train_transform(24, (0.6, 1.7), color_jitter=True, seed=0)
+    transform.reseed(5)
+    first = transform(image, mask)[0]
+    transform.reseed(5)
+    assert torch.equal(transform(image, mask)[0], first)
+    transform.reseed(6)
+    assert not torch.equal(transform(image, mask)[0], first)
+
+
+def test_source_and_target_loaders_draw_their_own_order_and_augmentations():
+    """Same images in both domains: one shared stream would give identical source and target batches."""
+    same = synthetic(num_images=8, domain="source")
+    batch = first_train_batch(DomainPairDataModule(same, same, crop_size=32, batch_size=4))
+    assert not torch.equal(batch["source"]["image"], batch["target"]["image"])
+
+
+def test_training_loaders_drop_a_last_partial_batch_unless_it_is_the_only_one():
+    datamodule = DomainPairDataModule(
+        synthetic(num_images=10), synthetic(num_images=3), crop_size=32, batch_size=4
+    )
+    datamodule.setup("fit")
+    loaders = datamodule.train_dataloader().iterables
+    assert (len(loaders["source"]), len(loaders["target"])) == (2, 1)  # 10 // 4; 3 images make one batch
+
+
+def test_real_data_is_colour_jittered_and_evaluated_at_base_size_with_native_labels(tmp_path: Path):
+    images, masks = tmp_path / "images", tmp_path / "labels"
+    for folder in (images, masks):
+        folder.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(images / "a.png")
+    Image.fromarray(np.ones((20, 30), np.uint8)).save(masks / "a.png")
+    real = DomainSpec("folder", root=str(tmp_path), image_dir="images", mask_dir="labels", num_classes=3)
+    datamodule = DomainPairDataModule(real, real, target_val=real, crop_size=16, base_size=10)
+    datamodule.setup("fit")
+    steps = [type(step).__name__ for step in datamodule.datasets["source"].transform.compose.transforms]
+    assert "ColorJitter" in steps  # real photos; the embedded domains keep their colours
+    sample = datamodule.datasets["val"][0]
+    assert sample["image"].shape == (3, 10, 15) and sample["mask"].shape == (20, 30)
+    embedded = DomainPairDataModule(synthetic(num_images=2), synthetic(num_images=2), crop_size=32)
+    embedded.setup("fit")
+    steps = [type(step).__name__ for step in embedded.datasets["source"].transform.compose.transforms]
+    assert "ColorJitter" not in steps
+
+
+def test_a_target_and_its_val_split_of_one_dataset_are_not_the_same_images():
+    cityscapes = {"dataset": "cityscapes", "root": "/data/cs"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DomainPairDataModule(
+            {"dataset": "gta5", "root": "/data/gta5"}, dict(cityscapes, split="train"),
+            target_val=dict(cityscapes, split="val"),
+        )  # fmt: skip

@@ -13,11 +13,16 @@ from data_modules.segmentation import (
     DomainSpec,
     ImageModeWarning,
     LabelIdError,
+    LabelMapping,
+    MaskFormat,
     MaskSizeError,
     SegmentationDataError,
+    SegmentationImageDataset,
+    SegmentationRecord,
     build_segmentation_dataset,
 )
 from data_modules.segmentation.factory import spread_subset
+from data_modules.segmentation.image_dataset import same_size_collate
 
 H, W = 16, 32
 # Raw ids per dataset and the train ids they must become (one column of the mask each).
@@ -139,6 +144,11 @@ def test_gta5_labels_a_few_pixels_off_are_resized_with_a_warning_and_others_refu
         mask = load(DomainSpec("gta5", root=str(tmp_path)))["mask"]
     assert mask.shape == (H, width)
     assert (mask[:, : width // 2 - 1] == 0).all() and (mask[:, width // 2 + 1 :] == 2).all()
+    stripes = np.where(np.arange(width + 4) % 2 == 0, 7, 11).astype(np.uint8)[None].repeat(H, 0)
+    Image.fromarray(stripes, mode="L").save(tmp_path / "labels" / "00001.png")
+    with pytest.warns(ImageModeWarning):
+        mask = load(DomainSpec("gta5", root=str(tmp_path)))["mask"]
+    assert set(mask.unique().tolist()) == {0, 2}  # nearest: no blend of 7 and 11 (8 .. 10 -> 1 or 255)
     Image.fromarray(label[:, : width // 2], mode="L").save(tmp_path / "labels" / "00001.png")
     with pytest.raises(MaskSizeError, match=r"00001\.png is 200x16 .*more than this dataset's 2% slack"):
         load(DomainSpec("gta5", root=str(tmp_path)))
@@ -263,3 +273,33 @@ def test_specs_missing_required_fields_are_refused_by_field_name():
         build_segmentation_dataset(DomainSpec("kitti", root="x"))
     with pytest.raises(ValueError, match="condition"):
         build_segmentation_dataset(DomainSpec("acdc", root="x", condition="hail"))
+
+
+def test_a_mapping_that_yields_a_train_id_past_the_classes_is_refused_at_the_boundary(tmp_path):
+    """A hand-built dataset whose mapping sends raw 5 to train id 3 of 3 classes: one past the last."""
+    image = write_image(tmp_path / "a.png")
+    mask = write_mask(tmp_path / "a_mask.png", (1, 5))
+    records = [SegmentationRecord(image, mask)]
+    dataset = SegmentationImageDataset(records, MaskFormat(LabelMapping({1: 0, 5: 3}, None)), ["a", "b", "c"])
+    with pytest.raises(LabelIdError, match=r"a_mask\.png: train id 3 >= num_classes 3"):
+        dataset[0]
+
+
+def test_a_labelled_dataset_refuses_an_image_without_a_mask(tmp_path):
+    image = write_image(tmp_path / "a.png")
+    mapping = MaskFormat(LabelMapping({0: 0}, None))
+    with pytest.raises(SegmentationDataError, match=r"a\.png has no mask but the dataset is labelled"):
+        SegmentationImageDataset([SegmentationRecord(image, None)], mapping, ["a"])
+    unlabelled = SegmentationImageDataset([SegmentationRecord(image, None)], mapping, ["a"], labelled=False)
+    assert set(unlabelled[0]["mask"].unique().tolist()) == {IGNORE_INDEX}
+
+
+def test_evaluation_batches_with_masks_of_different_sizes_name_the_files():
+    """Same image size, different label sizes (labels kept as annotated): still not one batch."""
+    items = [
+        {"image": torch.zeros(3, 8, 8), "mask": torch.zeros(16, 16, dtype=torch.long), "path": "a.png"},
+        {"image": torch.zeros(3, 8, 8), "mask": torch.zeros(16, 20, dtype=torch.long), "path": "b.png"},
+    ]
+    with pytest.raises(SegmentationDataError, match=r"a\.png .*b\.png .*val_batch_size: 1"):
+        same_size_collate(items)
+    assert same_size_collate(items[:1])["mask"].shape == (1, 16, 16)
