@@ -67,6 +67,8 @@ def test_same_seed_gives_identical_arrays_and_other_seeds_or_splits_do_not():
     assert not np.array_equal(load(seed=1)[1], mask)
     assert not np.array_equal(load(split="val")[1], mask)
     assert not np.array_equal(load(index=6)[1], mask)
+    source = SyntheticDomainDataset("day_to_night", "source", "train", 10, seed=0).load(5)
+    assert not np.array_equal(source[1], mask)  # the domains hold different scenes, not pixel-aligned twins
 
 
 @pytest.mark.parametrize("pair", PAIRS)
@@ -78,6 +80,18 @@ def test_pair_example_draws_one_layout_in_two_different_styles(pair):
     assert source.shape == target.shape == (64, 64, 3) and source.dtype == target.dtype == np.uint8
     assert mask.shape == (64, 64) and mask.max() < len(SCENE_CLASSES)
     assert np.abs(source.astype(np.int16) - target.astype(np.int16)).mean() > 5.0  # a visible domain shift
+
+
+def test_pair_example_draws_the_target_style_over_the_sources_scene(monkeypatch):
+    """The twin's difference must be the style alone: both draws take the source's layout statistics."""
+    layouts = []
+    draw = SceneSampler.draw
+    monkeypatch.setattr(
+        SceneSampler, "draw", lambda self, d, layout, s: layouts.append(layout) or draw(self, d, layout, s)
+    )
+    render_pair_example("city_a_to_city_b", seed=0)  # the pair whose target layout differs
+    pair = SYNTHETIC_PAIRS["city_a_to_city_b"]
+    assert pair.target.layout != pair.source.layout and layouts == [pair.source.layout] * 2
 
 
 def test_every_class_covers_at_least_two_percent_of_pixels_in_every_domain():
@@ -118,6 +132,33 @@ def test_fog_banks_make_the_shift_more_uneven_than_the_same_fog_everywhere():
             out.append(unevenness(source, target))
     assert np.median(uneven) > 5.0
     assert np.median(uneven) > 1.5 * np.median(even)
+
+
+def test_night_darkens_one_side_more_than_the_other():
+    """day_to_night's default Night deepens towards one side; the same darkness everywhere is even."""
+    pair = SYNTHETIC_PAIRS["day_to_night"]
+    even_night = dataclasses.replace(
+        pair.target, effects=tuple(dataclasses.replace(e, field="uniform") for e in pair.target.effects)
+    )
+    sampler = SceneSampler(64)
+
+    def side_contrast(target_domain) -> float:
+        ratios = []
+        for seed in range(10):
+            streams = [np.random.default_rng((seed, stream)) for stream in range(3)]
+            source, _ = sampler.draw(pair.source, pair.source.layout, streams)
+            streams = [np.random.default_rng((seed, stream)) for stream in range(3)]
+            target, _ = sampler.draw(target_domain, pair.source.layout, streams)
+            kept = target.astype(np.float32).mean(2) / (source.astype(np.float32).mean(2) + 1.0)
+            halves = [kept[:, :32].mean(), kept[:, 32:].mean(), kept[:32].mean(), kept[32:].mean()]
+            ratios.append(
+                max(
+                    halves[0] / halves[1], halves[1] / halves[0], halves[2] / halves[3], halves[3] / halves[2]
+                )
+            )
+        return float(np.median(ratios))
+
+    assert side_contrast(pair.target) > 1.3 * side_contrast(even_night)
 
 
 @pytest.mark.parametrize("kind", ["side", "patches", "uniform"])
