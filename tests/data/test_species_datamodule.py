@@ -31,6 +31,9 @@ def test_balanced_subset_takes_round_robin_over_classes():
     counts = np.bincount(labels[picked], minlength=3)
     assert counts.min() == 1 and counts.max() == 2
     assert balanced_subset(labels, 99, seed=0).tolist() == list(range(7))
+    many = np.repeat([0, 1, 2], 10)
+    for seed in range(5):  # round robin: 6 of 3 classes is 2 of each, whatever the random order
+        assert np.bincount(many[balanced_subset(many, 6, seed)], minlength=3).tolist() == [2, 2, 2]
 
 
 def synthetic_module(**overrides):
@@ -61,6 +64,9 @@ def test_validation_is_carved_from_train_deterministically():
     assert not set(first.val_set.indices) & set(first.train_set.indices)
     assert first.val_set.indices != other.val_set.indices
     assert first.val_set.dataset.split == "train" and first.test_set.split == "test"
+    # validation images are served like test images (no random crop or flip), the same every time
+    val_images = [first.val_set[0]["image"] for _ in range(8)]
+    assert all(torch.equal(image, val_images[0]) for image in val_images)
 
 
 class RandomDrawDataset(torch.utils.data.Dataset):

@@ -181,6 +181,8 @@ def test_image_folder_finds_images_in_sub_folders_of_a_class_but_not_hidden_ones
     index = read_species_index("imagefolder", tmp_path)
     cats = sorted(r.path.relative_to(tmp_path).as_posix() for r in index.train if r.label == 0)
     assert cats == ["train/cat/0.png", "train/cat/1.png", "train/cat/2024/june/deep.jpg"]
+    write_image(tmp_path / "train" / ".ipynb_checkpoints" / "copy.png")  # a hidden folder is no class
+    assert read_species_index("imagefolder", tmp_path).class_names == ("cat", "dog", "fox")
 
 
 def test_image_folder_split_layout_and_single_class_error(tmp_path):
