@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
@@ -303,6 +304,37 @@ def test_explanation_maps_are_the_given_classes_not_the_predicted_ones(backbone_
     maps = module.explanation_maps(images, other)
     assert torch.allclose(maps, explain_batch(model, images, other, top_k=2).saliency(2))
     assert not torch.allclose(maps, explain_batch(model, images, predicted, top_k=2).saliency(2))
+
+
+def test_a_batch_with_part_keypoints_only_is_scored_for_localisation(backbone_config, monkeypatch):
+    """CUB batches carry parts and boxes but no trait masks: their part hits must still be measured."""
+    module = PromptCAMClassifier(backbone_config, num_classes=4)
+    peak_top_left = torch.zeros(2, 4, 4)
+    peak_top_left[:, 0, 0] = 1.0
+    monkeypatch.setattr(module, "explanation_maps", lambda images, labels: peak_top_left)
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    parts = torch.tensor([[[1.0, 1.0, 1.0]], [[28.0, 28.0, 1.0]]])  # near the peak; far from it
+    batch = {"image": torch.zeros(2, 3, 32, 32), "label": torch.tensor([0, 1]), "parts": parts}
+    module.test_step(batch, 0)
+    assert float(module.localisation_metrics["part_hit"].compute()) == 0.5
+
+
+def test_test_loss_is_the_mean_over_images_not_over_batches(tmp_path, backbone_config):
+    """5 images in batches of 2, 2, 1: a mean of batch means would weigh the last image double."""
+
+    class FiveImages(LightningDataModule):
+        def test_dataloader(self):
+            return DataLoader(ColourCasts(5, 2), batch_size=2)
+
+    torch.manual_seed(0)
+    module = PromptCAMClassifier(backbone_config, num_classes=4, heatmap_images=0, test_localisation=False)
+    results = _trainer(tmp_path).test(module, datamodule=FiveImages())[0]
+    data = ColourCasts(5, 2)
+    with torch.no_grad():
+        per_image = F.cross_entropy(module.eval()(data.images), data.labels, reduction="none")
+    assert results["test/loss"] == pytest.approx(float(per_image.mean()), rel=1e-5)
+    by_batch = torch.stack([per_image[:2].mean(), per_image[2:4].mean(), per_image[4:].mean()]).mean()
+    assert abs(float(per_image.mean()) - float(by_batch)) > 1e-4  # the two weightings differ here
 
 
 def test_localisation_scores_by_hand(backbone_config, monkeypatch):
