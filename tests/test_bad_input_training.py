@@ -8,6 +8,7 @@ offline logs), which must come out of the failed run byte for byte unchanged.
 from __future__ import annotations
 
 import errno
+import os
 import pathlib
 import re
 import shutil
@@ -239,6 +240,12 @@ def test_a_differing_earlier_config_is_moved_aside_not_overwritten(tmp_path):
     moved = keep_earlier_config(path, "model: b\n")
     assert moved is not None and moved.name.startswith("config-") and moved.read_text() == "model: a\n"
     assert not path.exists()
+    # a second differing config in the same second keeps the first one moved aside, too
+    path.write_text("model: b\n")
+    os.utime(path, (moved.stat().st_mtime, moved.stat().st_mtime))  # same timestamp as the first
+    again = keep_earlier_config(path, "model: c\n")
+    assert again is not None and again != moved and again.read_text() == "model: b\n"
+    assert moved.read_text() == "model: a\n"
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -8,7 +8,7 @@ import yaml
 from jsonargparse import Namespace
 
 from tmtcam.cli import EXTRA_COMMANDS, main
-from tmtcam.training.checked_cli import use_rich_progress_bar
+from tmtcam.training.checked_cli import continue_wandb_run, place_loggers_in_run_dir, use_rich_progress_bar
 from tmtcam.training.progress_bar import RunProgressBar
 
 BORING = "lightning.pytorch.demos.boring_classes"
@@ -85,3 +85,34 @@ def test_extra_commands_are_dispatched_and_unknown_target_is_usage_error(capsys)
 def test_help_on_a_command_group_lists_its_targets_and_succeeds(capsys):
     assert main(["bench", "--help"]) == 0
     assert "tmtcam bench {" in capsys.readouterr().out
+
+
+def _logger(kind: str, **init_args) -> Namespace:
+    return Namespace(class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(**init_args))
+
+
+def test_every_loggers_folder_follows_the_run_dir():
+    trainer = Namespace(
+        default_root_dir="runs/b",
+        logger=[_logger("WandbLogger", save_dir="runs/a"), _logger("CSVLogger", save_dir="x")],
+    )
+    place_loggers_in_run_dir(trainer)
+    assert [logger.init_args.save_dir for logger in trainer.logger] == ["runs/b", "runs/b"]
+
+
+def test_a_wandb_checkpoint_continues_its_run_unless_an_id_is_given(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    checkpoint = str(tmp_path / "tmtcam" / "abc123" / "checkpoints" / "last.ckpt")
+    trainer = Namespace(logger=[_logger("WandbLogger", project="tmtcam")])
+    continue_wandb_run(trainer, checkpoint)
+    assert (trainer.logger[0].init_args.id, trainer.logger[0].init_args.resume) == ("abc123", "allow")
+    monkeypatch.setenv("WANDB_RUN_ID", "slurm-42")  # the SLURM script's id wins
+    trainer = Namespace(logger=[_logger("WandbLogger", project="tmtcam")])
+    continue_wandb_run(trainer, checkpoint)
+    assert trainer.logger[0].init_args.get("id") is None
+    monkeypatch.delenv("WANDB_RUN_ID")
+    other_project = str(tmp_path / "elsewhere" / "abc123" / "checkpoints" / "last.ckpt")  # not this logger's
+    trainer = Namespace(logger=[_logger("WandbLogger", project="tmtcam")])
+    continue_wandb_run(trainer, other_project)
+    assert trainer.logger[0].init_args.get("id") is None

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from tiny_configs import promptcam_config, run_cli, tmt_config, write_config
 
+from tmtcam.training import prediction_writer
 from tmtcam.training.prediction_writer import PredictionFileWriter, mask_name
-from tmtcam.viz.segmentation_images import palette
+from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
 
 
 def _write_photos(folder: Path, size: tuple[int, int]) -> list[Path]:
@@ -81,11 +84,7 @@ def test_mask_names_keep_sub_folders_relative_to_the_common_folder():
 def test_cityscapes_mask_ids_write_label_ids_in_the_classes_colours(tmp_path):
     """train 0 road -> 7, 13 car -> 26, 18 bicycle -> 33, 255 none -> 0 unlabeled (cityscapesscripts)."""
     writer = PredictionFileWriter(mask_ids="cityscapes")
-    model = SimpleNamespace(hparams={"num_classes": 19})
-    trainer = SimpleNamespace(
-        default_root_dir=str(tmp_path), strategy=SimpleNamespace(broadcast=lambda value: value),
-        predict_dataloaders=[],
-    )  # fmt: skip
+    trainer, model = _stand_ins(tmp_path, num_classes=19)
     writer.setup(trainer, model, "predict")
     writer.on_predict_start(trainer, model)
     prediction = {
@@ -110,3 +109,52 @@ def test_cityscapes_mask_ids_refuse_a_model_of_other_classes_before_writing(tmp_
     assert "prediction_writer.mask_ids=cityscapes" in err and "num_classes=8" in err
     assert not (tmp_path / "run" / "predictions").exists()
     assert not (tmp_path / "run" / "config-predict.yaml").exists()
+
+
+def _stand_ins(tmp_path, **hparams):
+    model = SimpleNamespace(hparams=hparams)
+    trainer = SimpleNamespace(
+        default_root_dir=str(tmp_path), strategy=SimpleNamespace(broadcast=lambda value: value),
+        predict_dataloaders=[], global_rank=0, world_size=1,
+    )  # fmt: skip
+    return trainer, model
+
+
+def test_csv_rows_name_the_predicted_class_and_its_probability(tmp_path):
+    trainer, model = _stand_ins(tmp_path, class_names=["sparrow", "finch", "wren"])
+    writer = PredictionFileWriter()
+    writer.setup(trainer, model, "predict")
+    writer.on_predict_start(trainer, model)
+    logits = torch.tensor([[0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    writer.write_on_batch_end(
+        trainer, model, {"logits": logits, "path": ["a.jpg", "b.jpg"]}, None, None, 0, 0
+    )
+    (table,) = tmp_path.glob("predictions/*/predictions.csv")
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["path"], r["predicted"], r["class_name"]) for r in rows] == [
+        ("a.jpg", "2", "wren"),
+        ("b.jpg", "0", "sparrow"),
+    ]
+    assert float(rows[0]["probability"]) == pytest.approx(np.exp(2) / (np.exp(2) + 2), abs=1e-6)
+
+
+def test_two_predict_runs_in_the_same_second_write_two_folders(tmp_path, monkeypatch):
+    class FrozenClock:
+        @staticmethod
+        def now(tz=None):
+            return datetime(2026, 11, 27, 5, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr(prediction_writer, "datetime", FrozenClock)
+    first = prediction_writer._new_folder(tmp_path)
+    first.mkdir()
+    second = prediction_writer._new_folder(tmp_path)
+    assert (first.name, second.name) == ("20261127-050000", "20261127-050000-2")
+
+
+def test_mask_palette_colours_the_classes_and_leaves_other_ids_the_ignore_colour(tmp_path):
+    trainer, model = _stand_ins(tmp_path, num_classes=3)
+    writer = PredictionFileWriter()
+    writer.setup(trainer, model, "predict")
+    colours = np.asarray(writer._palette).reshape(256, 3)
+    assert colours[:3].tolist() == palette(3).tolist()
+    assert (colours[3:] == IGNORE_COLOUR).all()

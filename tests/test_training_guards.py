@@ -1,6 +1,8 @@
 """Training faults: NaN loss stops before the update and keeps the last good checkpoint; bad run dirs
 and foreign checkpoints are rejected with messages that name the problem."""
 
+import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +12,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from torch import nn
 
-from tmtcam.training.checkpoint_compat import CheckpointMismatch, check_checkpoint, stamp_checkpoint
+from tmtcam.training.checkpoint_compat import (
+    CheckpointMismatch,
+    check_checkpoint,
+    last_checkpoints,
+    newest_last_checkpoint,
+    stamp_checkpoint,
+)
 from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard, TrainingFault, check_writable_dir
 from tmtcam.training.preflight import ConfigError, check_devices, check_schedule_length, fill_normalization
 
@@ -138,3 +146,20 @@ def test_two_devices_without_two_gpus_are_refused(accelerator, available, messag
     """Two devices is the smallest request that can exceed the machine; it must not slip through."""
     with pytest.raises(ConfigError, match=message):
         check_devices(accelerator, 2, available=available)
+
+
+def test_the_newest_last_checkpoint_anywhere_under_the_run_dir_is_found(tmp_path):
+    """--ckpt_path last must resume the latest run, whichever logger folder holds it."""
+    paths = [
+        tmp_path / "tmtcam" / "run-a" / "checkpoints" / "last.ckpt",
+        tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last-v1.ckpt",
+        tmp_path / "tmtcam" / "run-b" / "checkpoints" / "last.ckpt",
+    ]
+    for age, path in zip((300, 100, 200), paths, strict=True):  # seconds before now
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert newest_last_checkpoint(tmp_path) == paths[1]
+    assert last_checkpoints(tmp_path) == [paths[1], paths[2], paths[0]]
+    assert newest_last_checkpoint(tmp_path / "tmtcam" / "run-a" / "checkpoints") == paths[0]
+    assert newest_last_checkpoint(tmp_path / "lightning_logs" / "missing") is None
