@@ -1,5 +1,7 @@
 """Heatmap overlays and grids: colours at the ends of the ramp, mask highlighting, tile layout."""
 
+import colorsys
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from tmtcam.viz.heatmaps import (
     normalize_map,
     overlay_heatmap,
 )
+from tmtcam.viz.segmentation_images import IGNORE_COLOUR, colorize, palette, segmentation_strip
 
 
 def test_jet_ramp_ends_and_constant_maps():
@@ -50,3 +53,33 @@ def test_row_has_image_then_masks_then_maps():
     assert np.array_equal(tile(2), overlay_heatmap(image, heat))
     with pytest.raises(ValueError, match="1 titles for 2 maps"):
         heatmap_row(image, [torch.rand(2, 2)] * 2, ["map"])
+
+
+def test_class_palette_spreads_hues_and_colorize_blacks_out_ignored_pixels():
+    colours = palette(19)
+    hues = {round(colorsys.rgb_to_hsv(*(colours[i] / 255.0))[0], 2) for i in range(19)}
+    assert len(hues) >= 15  # neighbouring class ids get visibly different hues
+    distance = np.abs(colours[:, None].astype(int) - colours[None].astype(int)).sum(-1)
+    assert distance[~np.eye(19, dtype=bool)].min() >= 30
+    mask = np.array([[0, 255], [18, 3]])
+    painted = colorize(mask, colours)
+    assert painted[0, 1].tolist() == list(IGNORE_COLOUR) and colours[18].tolist() != list(IGNORE_COLOUR)
+    assert painted[1, 0].tolist() == colours[18].tolist() and painted[1, 1].tolist() == colours[3].tolist()
+
+
+def test_priority_tile_follows_a_wide_patch_grid():
+    """A 2 x 4 grid on a 16 x 32 image: patch (row 0, col 3) is the top-right 8 x 8 block."""
+    priority = torch.zeros(8)
+    priority[3] = 1.0
+    strip = segmentation_strip(
+        torch.zeros(3, 16, 32),
+        torch.zeros(16, 32).long(),
+        torch.zeros(16, 32).long(),
+        4,
+        priority,
+        grid=(2, 4),
+    )
+    tile = strip[:, 3 * 32 : 4 * 32]  # input | truth | prediction | priority
+    hot, cold = jet_colormap(np.array([1.0]))[0].tolist(), jet_colormap(np.array([0.0]))[0].tolist()
+    assert tile[0, 31].tolist() == hot and tile[7, 24].tolist() == hot
+    assert tile[8, 31].tolist() == cold and tile[0, 23].tolist() == cold

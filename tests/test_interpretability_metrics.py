@@ -182,6 +182,13 @@ def test_rollout_of_identity_and_uniform_attention():
     uniform = torch.full((1, 1, 2, 2), 0.5)
     # one block: 0.5 I + 0.5 U = [[0.75, 0.25], [0.25, 0.75]]
     assert torch.allclose(rollout_from_attention([uniform])[0], torch.tensor([[0.75, 0.25], [0.25, 0.75]]))
+    # order matters: block 1 sends every token to token 0, block 2 every token to token 1 (which, after
+    # block 1, holds token 0's input); so every output traces back to input token 0, not to token 1
+    to_first, to_second = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    flow = rollout_from_attention(
+        [to_first.expand(1, 1, 2, 2), to_second.expand(1, 1, 2, 2)], residual_weight=0.0
+    )
+    assert torch.equal(flow[0], to_first)
 
 
 @pytest.mark.parametrize("kind", [LinearProbe, VPTClassifier, PromptCAM])
@@ -195,6 +202,10 @@ def test_grad_cam_maps_for_frozen_classifiers(tiny_vit, kind):
     assert all(p.grad is None for p in model.backbone.parameters())
     other = grad_cam_maps(model, images, torch.tensor([1, 1]))
     assert not torch.allclose(maps, other), "Grad-CAM must depend on the explained class"
+    for training in (True, False):  # the classifier is left in the mode it came in
+        model.train(training)
+        grad_cam_maps(model, images, torch.tensor([0, 2]))
+        assert model.training is training
 
 
 def test_attention_rollout_maps_shape_and_restores_fused_attention(tiny_vit):

@@ -91,6 +91,8 @@ def test_explain_input_errors_name_the_problem(tmp_path, capsys):
     assert err.count("cannot decode image") == 1 and "none of its 1 images could be decoded" in err
     err = refused(capsys, "--ckpt", str(ckpt), "--images", str(empty), "--out", out, "--class-index", "5")
     assert "--class-index 5 outside [0, 3)" in err
+    err = refused(capsys, "--ckpt", str(ckpt), "--images", str(empty), "--out", out, "--class-index", "-1")
+    assert "--class-index -1 outside [0, 3)" in err  # not Python's "last class"
     probe = _checkpoint(tmp_path, method="linear_probe")
     err = refused(capsys, "--ckpt", str(probe), "--images", str(empty), "--out", out)
     assert f"--ckpt {probe} is a method='linear_probe' model; trait maps" in err

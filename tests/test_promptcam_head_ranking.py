@@ -16,6 +16,7 @@ from tmtcam.promptcam import (
 from tmtcam.promptcam.evaluation import (
     accuracy,
     choose_top_k,
+    gather_batches,
     localisation_by_head_count,
     object_only_reference,
     pointing_tolerance,
@@ -232,6 +233,17 @@ def test_accuracy_counts_correct_predictions_over_batches_on_the_models_device()
     ]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     assert accuracy(_DeviceCheckingClassifier(device), batches, device) == pytest.approx(3 / 5)
+    noisy = torch.nn.Sequential(_DeviceCheckingClassifier(device), torch.nn.Dropout(0.9)).train()
+    assert accuracy(noisy, batches, device) == pytest.approx(3 / 5)  # measured in eval mode: no dropout
+    assert not noisy.training
+
+
+def test_gathered_batches_stop_at_max_images():
+    batches = [{"image": torch.full((4, 1), float(i)), "label": torch.arange(4)} for i in range(3)]
+    gathered = gather_batches(batches, max_images=6, keys=("image", "label"))
+    assert gathered["image"].flatten().tolist() == [0.0] * 4 + [1.0] * 2 and len(gathered["label"]) == 6
+    with pytest.raises(KeyError, match=r"lack \['trait_mask'\]"):
+        gather_batches(batches, max_images=6, keys=("image", "trait_mask"))
 
 
 class CornerBrightness(torch.nn.Module):
