@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tmtcam.pipelines.promptcam_demo import main
+from tmtcam.pipelines.promptcam_demo import _data, build_parser, main
+from tmtcam.promptcam.evaluation import accuracy
 from tmtcam.promptcam.explain import main as explain_main
+from tmtcam.tasks import PromptCAMClassifier
 
 TINY_RUN = [
     "--pretrain-images",
@@ -39,6 +41,15 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
     for metric in ("pointing_game", "insertion", "deletion", "mass_in_trait", "peak_on_object"):
         assert {"promptcam", "gradcam"} <= set(summary[metric]), metric
         assert all(0 <= value <= 1 for value in summary[metric].values()), (metric, summary[metric])
+    # each accuracy is its own saved model's, on the test split
+    args = build_parser().parse_args(["--out", str(out), *TINY_RUN])
+    data = _data("synthetic", args, args.train_images, batch_size=args.batch_size)
+    data.setup("test")
+    for method, key in (("promptcam", "accuracy"), ("linear_probe", "linear_probe_accuracy")):
+        saved = PromptCAMClassifier.load_from_checkpoint(out / method / "checkpoints" / "last.ckpt")
+        assert accuracy(saved.model, data.test_dataloader()) == pytest.approx(summary[key]), method
+    # Grad-CAM explains the probe (the usual classifier), its twin the Prompt-CAM model: two models' scores
+    assert summary["insertion"]["gradcam"] != summary["insertion"]["gradcam_on_promptcam"]
     chance = summary["chance_on_creature"]
     assert 0 < chance["mass_in_trait"] <= chance["pointing_game"] < 1  # dilation only adds pixels
     assert len(summary["heatmaps"]) == 2 and all(Path(path).is_file() for path in summary["heatmaps"])
