@@ -118,11 +118,17 @@ def _left_texture_classifier(images):
     return torch.stack([10 * left - 5, torch.zeros_like(left)], dim=-1)
 
 
-def test_deletion_and_insertion_reward_the_faithful_map():
-    size = 48
+def _left_checker_images(size: int) -> torch.Tensor:
+    """Two images whose left half is a +-1 checkerboard (what ``_left_texture_classifier`` sees), right half 0."""
     checker = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 * 2.0 - 1.0
     images = torch.zeros(2, 3, size, size)
     images[:, :, :, : size // 2] = checker[:, : size // 2]
+    return images
+
+
+def test_deletion_and_insertion_reward_the_faithful_map():
+    size = 48
+    images = _left_checker_images(size)
     faithful = torch.zeros(2, size, size)
     faithful[:, :, : size // 2] = 1.0
     faithful += torch.linspace(0, 0.01, size * size).view(size, size)  # break ties deterministically
@@ -143,9 +149,7 @@ def test_deletion_and_insertion_reward_the_faithful_map():
 def test_perturbation_curves_use_each_images_own_class():
     """A batch explains a different class per image; image 1's curve must follow its class 1, not image 0's."""
     size = 48
-    checker = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 * 2.0 - 1.0
-    images = torch.zeros(2, 3, size, size)
-    images[:, :, :, : size // 2] = checker[:, : size // 2]
+    images = _left_checker_images(size)
     saliency = torch.zeros(2, size, size)
     saliency[:, :, : size // 2] = 1.0
     classes = torch.tensor([0, 1])
