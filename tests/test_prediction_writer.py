@@ -15,6 +15,7 @@ from tiny_configs import promptcam_config, run_cli, tmt_config, write_config
 
 from tmtcam.training import prediction_writer
 from tmtcam.training.prediction_writer import PredictionFileWriter, mask_name
+from tmtcam.training.preflight import ConfigError
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
 
 
@@ -109,6 +110,8 @@ def test_cityscapes_mask_ids_refuse_a_model_of_other_classes_before_writing(tmp_
     assert "prediction_writer.mask_ids=cityscapes" in err and "num_classes=8" in err
     assert not (tmp_path / "run" / "predictions").exists()
     assert not (tmp_path / "run" / "config-predict.yaml").exists()
+    with pytest.raises(ConfigError, match=r"prediction_writer\.mask_ids: 'label' is not one of"):
+        PredictionFileWriter(mask_ids="label")  # Python callers, whom jsonargparse does not check
 
 
 def _stand_ins(tmp_path, **hparams):
