@@ -24,6 +24,8 @@ def test_paired_gain_compares_runs_that_share_pair_and_seed() -> None:
     # per-run differences +3, -1, +2: mean 1.33, sample std 2.08, tmt ahead in 2 of 3 runs
     assert tmt_benchmark.paired_gain(results, "tmt", "finetune") == "+1.33 ± 2.08 (wins 2/3)"
     assert tmt_benchmark.paired_gain(results, "grid", "finetune") == "n/a"
+    tie = {"a": {"finetune": [50.0, 50.0], "tmt": [50.0, 51.0]}}
+    assert tmt_benchmark.paired_gain(tie, "tmt", "finetune") == "+0.50 ± 0.71 (wins 1/2)"  # a tie is no win
 
 
 def test_variants_parse_json_and_reject_unknown_methods() -> None:
@@ -38,6 +40,47 @@ def test_variants_parse_json_and_reject_unknown_methods() -> None:
 def test_unknown_pair_is_rejected_by_name(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown.*no_such_pair"):
         tmt_benchmark.main(["--pairs", "no_such_pair", "--out", str(tmp_path)])
+
+
+# target mIoU of each (pair, variant) run, by seed: per-pair tmt - finetune gains +1.5, 0, +6 (mean 2.5,
+# median 1.5); the variant tmt_alpha1 (method tmt, other options) scores 1 below tmt everywhere
+KNOWN_RUNS = {
+    "city_a_to_city_b": {"finetune": [50.0, 52.0], "tmt": [53.0, 52.0]},
+    "clear_to_fog": {"finetune": [40.0, 40.0], "tmt": [38.0, 42.0]},
+    "day_to_night": {"finetune": [30.0, 30.0], "tmt": [36.0, 36.0]},
+}
+
+
+def test_benchmark_aggregates_known_runs_into_its_json_and_table(tmp_path: Path, monkeypatch) -> None:
+    """The run loop and the report, with training replaced by known results: every number is checkable."""
+    monkeypatch.setattr(
+        tmt_benchmark, "pretrain_source", lambda pair, seed, cache, budget: f"{pair}/seed{seed}"
+    )
+    monkeypatch.setattr(tmt_benchmark, "test_source_model", lambda pair, seed, init, budget: 10.0 + seed)
+
+    def adapt_and_test(pair, method, seed, init, out, budget, model_options=None):
+        assert init == f"{pair}/seed{seed}"  # each seed adapts its own source model
+        offset = -1.0 if model_options else 0.0
+        return {"miou": KNOWN_RUNS[pair][method][seed] + offset, "seconds": 1.0}
+
+    monkeypatch.setattr(tmt_benchmark, "adapt_and_test", adapt_and_test)
+    doc, result = tmp_path / "bench.md", tmp_path / "bench.json"
+    args = ["--pairs", "all", "--seeds", "2", "--methods", "finetune", "tmt", "--out", str(tmp_path), "--doc",
+            str(doc), "--json", str(result), "--section", "my-runs",
+            "--variant", 'tmt_alpha1={"method": "tmt", "acte": {"alpha": 1.0}}']  # fmt: skip
+    monkeypatch.setattr(tmt_benchmark, "SYNTHETIC_PAIRS", dict.fromkeys(KNOWN_RUNS))
+    assert tmt_benchmark.main(args) == 0
+    payload = json.loads(result.read_text())
+    for pair, runs in KNOWN_RUNS.items():
+        assert payload["pairs"][pair] == {**runs, "tmt_alpha1": [value - 1.0 for value in runs["tmt"]]}
+    assert payload["source_only"]["clear_to_fog"] == [10.0, 11.0]
+    assert payload["mean_gain_tmt_vs_finetune"] == pytest.approx(2.5)  # mean of the per-pair gains
+    assert payload["mean_gain_vs_finetune"]["tmt_alpha1"] == pytest.approx(1.5)
+    text = doc.read_text()
+    assert "<!-- my-runs:start -->" in text and "<!-- tmt-accuracy:start -->" not in text
+    assert "| city_a_to_city_b | 10.50 ± 0.71 | 51.00 ± 1.41 | 52.50 ± 0.71 | 51.50 ± 0.71 |" in text
+    assert "| **mean** | 10.50 | 40.33 | 42.83 | 41.83 |" in text
+    assert "Mean gain over `finetune` (mIoU points): tmt +2.50, tmt_alpha1 +1.50." in text
 
 
 @pytest.mark.slow
