@@ -1,5 +1,6 @@
 """The command line: LightningCLI in subclass mode plus the extra sub-commands."""
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -7,7 +8,9 @@ from types import SimpleNamespace
 import yaml
 from jsonargparse import Namespace
 
+from tmtcam import cli
 from tmtcam.cli import EXTRA_COMMANDS, main
+from tmtcam.environment import apply_offline_defaults
 from tmtcam.training.checked_cli import continue_wandb_run, place_loggers_in_run_dir, use_rich_progress_bar
 from tmtcam.training.progress_bar import RunProgressBar
 
@@ -116,3 +119,26 @@ def test_a_wandb_checkpoint_continues_its_run_unless_an_id_is_given(tmp_path, mo
     trainer = Namespace(logger=[_logger("WandbLogger", project="tmtcam")])
     continue_wandb_run(trainer, other_project)
     assert trainer.logger[0].init_args.get("id") is None
+
+
+def test_offline_defaults_keep_downloads_off_and_wandb_offline_without_a_key(tmp_path, monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    apply_offline_defaults()
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "a-key")  # a configured key: W&B runs as W&B decides
+    apply_offline_defaults()
+    assert "WANDB_MODE" not in os.environ
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # a user's own choice is kept
+    apply_offline_defaults()
+    assert os.environ["HF_HUB_OFFLINE"] == "0"
+
+
+def test_a_sub_command_target_receives_only_its_own_arguments(monkeypatch):
+    received = []
+    monkeypatch.setitem(EXTRA_COMMANDS, "demo", {"tmt": "tmtcam.tests_stand_in:main"})
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: SimpleNamespace(main=received.append))
+    assert main(["demo", "tmt", "--out", "x"]) == 0
+    assert received == [["--out", "x"]]

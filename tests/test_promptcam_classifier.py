@@ -79,6 +79,9 @@ def test_warmup_cosine_factor_hand_values():
     assert warmup_cosine_factor(4, 4, 12) == pytest.approx(1.0)
     assert warmup_cosine_factor(8, 4, 12) == pytest.approx(0.5)
     assert warmup_cosine_factor(12, 4, 12) == pytest.approx(0.0)
+    assert warmup_cosine_factor(20, 4, 12) == pytest.approx(
+        0.0
+    )  # past the schedule: stays at 0, no second cycle
     assert warmup_cosine_factor(0, 0, 10) == pytest.approx(1.0)
     assert warmup_cosine_factor(5, 0, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
 

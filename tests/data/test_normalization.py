@@ -40,6 +40,10 @@ def test_data_module_passes_its_statistics_to_every_split():
         resolve_normalization(None, [0.5, 0.0, 0.5])
     with pytest.raises(ValueError, match=r"data.init_args.mean needs 3 values"):
         SpeciesDataModule("synthetic", mean=[0.5])
+    with pytest.raises(
+        ValueError, match=r"data.init_args.mean needs 3 values \(R, G, B\), got \[0.5, 0.5, 0.5, 0.5\]"
+    ):
+        resolve_normalization([0.5] * 4, None)  # RGBA statistics: one too many
 
 
 @pytest.mark.parametrize(
