@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmtcam.pipelines import tmt_benchmark, tmt_demo
+from tmtcam.pipelines import tmt_benchmark, tmt_demo, tmt_runs
 from tmtcam.pipelines.tmt_runs import Budget, pretrain_source
 
 
@@ -81,6 +81,50 @@ def test_benchmark_aggregates_known_runs_into_its_json_and_table(tmp_path: Path,
     assert "| city_a_to_city_b | 10.50 ± 0.71 | 51.00 ± 1.41 | 52.50 ± 0.71 | 51.50 ± 0.71 |" in text
     assert "| **mean** | 10.50 | 40.33 | 42.83 | 41.83 |" in text
     assert "Mean gain over `finetune` (mIoU points): tmt +2.50, tmt_alpha1 +1.50." in text
+
+
+def test_adaptation_runs_on_the_budgets_target_images_and_labels(tmp_path: Path, monkeypatch) -> None:
+    """What stage 2 is given, without training: the target's image count and labels follow the budget
+    (``--target-images``, ``--unlabelled-target``), and a variant's options override the defaults."""
+    built = {}
+
+    class StandInData:
+        num_classes, class_names = 2, ["a", "b"]
+
+        def __init__(self, **kwargs):
+            built["data"] = kwargs
+
+    class StandInTrainer:
+        def fit(self, model, datamodule):
+            pass
+
+        def test(self, model, datamodule, verbose):
+            return [{"test/mIoU": 42.0, "test/IoU/a": 40.0, "test/IoU/b": 44.0}]
+
+    monkeypatch.setattr(tmt_runs, "DomainPairDataModule", StandInData)
+    monkeypatch.setattr(tmt_runs, "TMTSegmentation", lambda **kwargs: built.setdefault("model", kwargs))
+    monkeypatch.setattr(tmt_runs, "_trainer", lambda out, steps, accelerator: StandInTrainer())
+    budget = Budget(few_target_images=7, target_labelled=False)
+    options = {"lr": 0.5, "warmup_steps": 5}
+    run = tmt_runs.adapt_and_test("day_to_night", "tmt", 1, tmp_path / "init.pt", tmp_path, budget, options)
+    assert run["miou"] == 42.0 and run["per_class"] == {"a": 40.0, "b": 44.0}
+    target = built["data"]["target"]
+    assert (target["num_images"], target["labelled"], target["seed"]) == (7, False, 1)
+    assert built["data"]["target_test"]["split"] == "test"
+    assert (built["model"]["lr"], built["model"]["warmup_steps"]) == (0.5, 5)  # the variant's options win
+
+
+def test_source_only_is_scored_on_the_target_domains_test_split(tmp_path: Path, monkeypatch) -> None:
+    specs = []
+
+    def stop_at_the_dataset(spec, transform):
+        specs.append(spec)
+        raise InterruptedError
+
+    monkeypatch.setattr(tmt_runs, "build_segmentation_dataset", stop_at_the_dataset)
+    with pytest.raises(InterruptedError):
+        tmt_runs.test_source_model("day_to_night", 2, tmp_path / "init.pt", Budget(test_images=9))
+    assert (specs[0].domain, specs[0].split, specs[0].num_images, specs[0].seed) == ("target", "test", 9, 2)
 
 
 @pytest.mark.slow
