@@ -63,6 +63,29 @@ def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path, capsys):
     assert "broken.png" not in (out / "index.html").read_text() and "(1 skipped)" in capsys.readouterr().err
 
 
+def test_the_gallery_does_not_depend_on_the_batch_size(tmp_path):
+    """Every image gets its own grid and caption whatever the batching; camera-style .JPG files count,
+    a too-large --top-k shows every head, and file names are escaped in the page."""
+    ckpt = _checkpoint(tmp_path)
+    photos = tmp_path / "photos"
+    _write_images(photos)
+    rng = np.random.default_rng(1)
+    for name in ("C.JPG", "d&e.png"):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(photos / name)
+    pages = []
+    for batch_size in ("8", "1"):
+        out = tmp_path / f"maps{batch_size}"
+        run = ["--ckpt", str(ckpt), "--images", str(photos), "--out", str(out), "--top-k", "99"]
+        assert main([*run, "--batch-size", batch_size]) == 0
+        assert sorted(p.name for p in out.glob("*.png")) == ["C.png", "a.png", "d&e.png", "sub__b.png"]
+        assert np.asarray(Image.open(out / "a.png")).shape[1] == 6 * (128 + PADDING)  # image, 4 heads, mean
+        pages.append((out / "index.html").read_text())
+    assert pages[0] == pages[1].replace("maps1", "maps8")
+    assert pages[0].count("<figure>") == 4 and "<b>d&amp;e.png</b>" in pages[0]
+    captions = re.findall(r"<br>(.*?)</figcaption>", pages[0])
+    assert len(set(captions)) > 1  # the images' own captions (they differ here), not the first one's
+
+
 def refused(capsys, *args: str) -> str:
     """Run ``tmtcam explain`` expecting a refusal: exit 2, one line on stderr, no traceback."""
     capsys.readouterr()
