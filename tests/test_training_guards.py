@@ -19,7 +19,13 @@ from tmtcam.training.checkpoint_compat import (
     newest_last_checkpoint,
     stamp_checkpoint,
 )
-from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard, TrainingFault, check_writable_dir
+from tmtcam.training.guards import (
+    NonFiniteLossGuard,
+    RunDirGuard,
+    TrainingFault,
+    check_writable_dir,
+    earlier_checkpoints_problem,
+)
 from tmtcam.training.preflight import ConfigError, check_devices, check_schedule_length, fill_normalization
 
 
@@ -163,3 +169,17 @@ def test_the_newest_last_checkpoint_anywhere_under_the_run_dir_is_found(tmp_path
     assert last_checkpoints(tmp_path) == [paths[1], paths[2], paths[0]]
     assert newest_last_checkpoint(tmp_path / "tmtcam" / "run-a" / "checkpoints") == paths[0]
     assert newest_last_checkpoint(tmp_path / "lightning_logs" / "missing") is None
+
+
+def test_any_earlier_checkpoint_in_the_folder_is_named_and_the_write_probe_leaves_nothing(tmp_path):
+    """A best-{step}.ckpt of an earlier run would be overwritten as surely as its last.ckpt."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert earlier_checkpoints_problem([folder, tmp_path / "missing"]) is None
+    (folder / "best-step=000400.ckpt").write_bytes(b"x")
+    assert (
+        "already holds checkpoints of an earlier run (best-step=000400.ckpt)"
+        in earlier_checkpoints_problem([folder])
+    )
+    check_writable_dir(tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == []  # the probe file is removed again
