@@ -1,6 +1,7 @@
 """Benchmark helpers: timing statistics, interleaving, report sections; and `bench all --quick` end to end."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -143,9 +144,25 @@ def test_bench_all_quick_writes_json_and_doc_section(tmp_path):
     assert (
         0 < results["headrank_ratio"] < 1 and results["tmt_step_ratio"] > 0 and results["lightning_ratio"] > 0
     )
+    assert results["tmt_step_ratio"] == results["steps"]["ratio_to_finetune"]["tmt"]["median"]
     text = doc.read_text()
     assert "<!-- speed:start -->" in text and "<!-- speed:end -->" in text and "kept" in text
+    (wall_row,) = [line for line in text.splitlines() if line.startswith("| TMT step / fine-tune step (wall")]
+    assert wall_row.endswith("| yes |" if results["tmt_step_ratio"] <= 1.15 else "| **no** |")
     assert "### Where one TMT step goes" in text and "Quick run" in text
+
+
+def test_bench_all_with_accuracy_writes_the_accuracy_json_beside_the_speed_json(tmp_path, monkeypatch):
+    from tmtcam.bench import run_all
+
+    calls = []
+    monkeypatch.setattr(run_all.importlib, "import_module", lambda name: SimpleNamespace(main=calls.append))
+    args = SimpleNamespace(doc=tmp_path / "b.md", out=tmp_path / "bench", quick=True)
+    assert run_all.run_accuracy(args) == 0
+    (argv,) = calls
+    options = dict(zip(argv[::2], argv[1::2], strict=False))
+    assert options["--json"] == str(tmp_path / "bench" / "tmt_accuracy.json")  # not bench.json: kept apart
+    assert options["--doc"] == str(tmp_path / "b.md") and options["--out"] == str(tmp_path / "bench" / "tmt")
 
 
 def test_bench_gpu_refuses_full_shapes_without_a_gpu(tmp_path):
