@@ -93,6 +93,10 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     assert "new speed" in text and "old speed" not in text and "accuracy table" in text
     assert text.count("<!-- speed:start -->") == 1 and text.count("<!-- speed:end -->") == 1
     assert text.index("<!-- speed:start -->") < text.index("<!-- accuracy:start -->")  # kept in place
+    after = "<!-- speed:end -->\n\n## Hand-written notes\n\nkept as written\n"
+    doc.write_text(text.split("<!-- speed:end -->")[0] + after)
+    write_section(doc, "speed", "newer speed")
+    assert doc.read_text().endswith(after)  # what follows a section, byte for byte
 
 
 def test_markdown_table():

@@ -117,7 +117,9 @@ def test_logged_accuracy_is_top1_not_the_class_balanced_mean():
 
 
 def test_backbone_config_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"backbone: unknown keys \['weigths'\]"):
+    with pytest.raises(
+        ValueError, match=r"^model\.init_args\.backbone: unknown keys \['weigths'\]; allowed: \[.*'weights'"
+    ):
         build_backbone({"model_name": "vit_tiny_patch16_224", "weigths": "x.pth"})
     with pytest.raises(ValueError, match="backbone.weights is '\\?\\?\\?'"):
         build_backbone({"model_name": "vit_base_patch16_224.dino", "weights": "???"})
