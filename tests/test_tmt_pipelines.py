@@ -83,6 +83,22 @@ def test_benchmark_aggregates_known_runs_into_its_json_and_table(tmp_path: Path,
     assert "Mean gain over `finetune` (mIoU points): tmt +2.50, tmt_alpha1 +1.50." in text
 
 
+def test_demo_summary_reports_the_chosen_pair_and_each_stages_own_result(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tmt_demo, "pretrain_source", lambda pair, seed, cache, budget: f"{pair}/seed{seed}")
+    monkeypatch.setattr(tmt_demo, "test_source_model", lambda pair, seed, init, budget: 12.5)
+    runs = {"finetune": 50.0, "tmt": 51.0}
+
+    def adapt_and_test(pair, method, seed, init, out, budget):
+        assert (pair, init) == ("clear_to_fog", "clear_to_fog/seed3")
+        return {"miou": runs[method], "per_class": {"sky": runs[method]}, "seconds": 1.0}
+
+    monkeypatch.setattr(tmt_demo, "adapt_and_test", adapt_and_test)
+    assert tmt_demo.main(["--out", str(tmp_path), "--pair", "clear_to_fog", "--seed", "3"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["pair"], summary["seed"], summary["source_only_miou"]) == ("clear_to_fog", 3, 12.5)
+    assert summary["miou"] == runs and summary["per_class_iou"]["tmt"] == {"sky": 51.0}
+
+
 def test_adaptation_runs_on_the_budgets_target_images_and_labels(tmp_path: Path, monkeypatch) -> None:
     """What stage 2 is given, without training: the target's image count and labels follow the budget
     (``--target-images``, ``--unlabelled-target``), and a variant's options override the defaults."""
