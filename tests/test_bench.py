@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from tmtcam.bench.kmeans_speed import naive_numpy_kmeans
 from tmtcam.bench.measure import Timing, paired_ratio, ratio, summary, time_call, time_interleaved
@@ -167,6 +168,23 @@ def test_bench_all_with_accuracy_writes_the_accuracy_json_beside_the_speed_json(
     options = dict(zip(argv[::2], argv[1::2], strict=False))
     assert options["--json"] == str(tmp_path / "bench" / "tmt_accuracy.json")  # not bench.json: kept apart
     assert options["--doc"] == str(tmp_path / "b.md") and options["--out"] == str(tmp_path / "bench" / "tmt")
+
+
+def test_gpu_step_ratios_divide_each_method_by_fine_tuning_at_its_own_precision(monkeypatch):
+    from tmtcam.bench import gpu_speed
+
+    seconds = {"finetune/bf16": 1.0, "tmt/bf16": 1.5, "global/bf16": 1.2, "patch/bf16": 1.3, "grid/bf16": 1.4,
+               "finetune/fp32": 2.0, "tmt/fp32": 2.2}  # fmt: skip
+
+    def measured(builders, images, repeats, device):
+        assert set(builders) == set(seconds)
+        return {name: Timing((value,) * 3) for name, value in seconds.items()}, {name: {} for name in seconds}
+
+    monkeypatch.setattr(gpu_speed, "_measure_steps", measured)
+    steps = gpu_speed.compare_segmentation(torch.device("cpu"), quick=True)["steps"]
+    assert steps["tmt/bf16"]["ratio_to_finetune"]["median"] == pytest.approx(1.5)
+    assert steps["tmt/fp32"]["ratio_to_finetune"]["median"] == pytest.approx(1.1)  # against fp32 fine-tuning
+    assert "ratio_to_finetune" not in steps["finetune/bf16"]
 
 
 def test_bench_gpu_refuses_full_shapes_without_a_gpu(tmp_path):
