@@ -11,6 +11,7 @@ from jsonargparse import Namespace
 from tmtcam import cli
 from tmtcam.cli import EXTRA_COMMANDS, main
 from tmtcam.environment import apply_offline_defaults
+from tmtcam.training import checked_cli
 from tmtcam.training.checked_cli import continue_wandb_run, place_loggers_in_run_dir, use_rich_progress_bar
 from tmtcam.training.progress_bar import RunProgressBar
 
@@ -53,7 +54,8 @@ def test_fit_any_lightning_module_by_class_path(tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_runs_get_a_rich_progress_bar_unless_bars_are_off_or_their_own(tmp_path):
+def test_runs_get_a_rich_progress_bar_unless_bars_are_off_or_their_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(checked_cli, "output_is_terminal", lambda: True)
     main(
         ["fit", "--model", f"{BORING}.BoringModel", "--data", f"{BORING}.BoringDataModule"]
         + ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
@@ -68,6 +70,10 @@ def test_runs_get_a_rich_progress_bar_unless_bars_are_off_or_their_own(tmp_path)
     own = Namespace(enable_progress_bar=None, callbacks=[tqdm])
     use_rich_progress_bar(own)
     assert own.callbacks == [tqdm]
+    monkeypatch.setattr(checked_cli, "output_is_terminal", lambda: False)  # a SLURM log: Lightning's bar
+    logged = Namespace(enable_progress_bar=None, callbacks=None)
+    use_rich_progress_bar(logged)
+    assert logged.callbacks is None
 
 
 def test_progress_bar_names_an_epoch_bound_only_when_the_run_has_one():

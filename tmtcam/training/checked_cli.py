@@ -43,6 +43,7 @@ from tmtcam.training.preflight import (
     check_schedule_length,
     fill_normalization,
 )
+from tmtcam.training.progress_bar import output_is_terminal
 
 # raised on purpose, with a message meant for the user (the CLI prints them without a traceback);
 # the data errors name the file, also when one is met mid-run (a corrupt image at step 5000)
@@ -206,9 +207,10 @@ def place_loggers_in_run_dir(trainer: Namespace) -> None:
 
 
 def use_rich_progress_bar(trainer: Namespace) -> None:
-    """A Rich progress bar (:class:`~tmtcam.training.progress_bar.RunProgressBar`), unless the run turns
-    bars off or configures a progress bar of its own; it goes into the saved config like any callback."""
-    if trainer.get("enable_progress_bar") is False:
+    """A Rich progress bar (:class:`~tmtcam.training.progress_bar.RunProgressBar`) in a terminal, unless
+    the run turns bars off or configures a progress bar of its own; it goes into the saved config like
+    any callback. Output to a file keeps Lightning's default bar (Rich would print once, at the end)."""
+    if trainer.get("enable_progress_bar") is False or not output_is_terminal():
         return
     callbacks = trainer.get("callbacks") or []
     callbacks = callbacks if isinstance(callbacks, list) else [callbacks]

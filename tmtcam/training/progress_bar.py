@@ -1,14 +1,22 @@
-"""The CLI's progress bar: Lightning's ``RichProgressBar``, labelled correctly for step-based runs.
+"""The CLI's progress bar in a terminal: Lightning's ``RichProgressBar``, labelled for step-based runs.
 
-Rich keeps finished epochs as one line each and shows the logged metrics beside the bar, which reads
-well both in a terminal and in a SLURM log. Lightning labels its bar ``Epoch e/max_epochs - 1``;
-a run bounded by ``max_steps`` (every TMT config) has ``max_epochs = -1`` and would read
-``Epoch 0/-2``, so such runs show the epoch alone.
+Rich shows the logged metrics beside the bar. It draws only in a terminal: written to a file (a
+SLURM log) it would print the bar once, when training ends, so runs whose output is not a terminal
+keep Lightning's default bar. Lightning labels its bar ``Epoch e/max_epochs - 1``; a run bounded by
+``max_steps`` (every TMT config) has ``max_epochs = -1`` and would read ``Epoch 0/-2``, so such
+runs show the epoch alone.
 """
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.callbacks import RichProgressBar
+
+
+def output_is_terminal() -> bool:
+    """Whether this process writes to a terminal (not a file, a pipe or a SLURM log)."""
+    return sys.stdout.isatty()
 
 
 class RunProgressBar(RichProgressBar):
