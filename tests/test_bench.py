@@ -100,6 +100,22 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     assert doc.read_text().endswith(after)  # what follows a section, byte for byte
 
 
+def test_kmeans_table_puts_each_backends_time_under_its_own_header():
+    from tmtcam.bench.speed_report import kmeans_table
+
+    timing = {"median": 1.0, "low": 1.0, "high": 1.0}
+    row = {"shape": "1 x 64 x 16", "faiss": timing, "torch": dict(timing, median=2.0), "auto_picks": "faiss",
+           "fastest_overall": "faiss"}  # fmt: skip
+    header, _, line = kmeans_table({"kmeans": {"per_image": row}}).splitlines()
+    cells = dict(zip(header.strip("|").split("|"), line.strip("|").split("|"), strict=True))
+    cells = {key.strip(): value.strip() for key, value in cells.items()}
+    assert [cells[name].split(" ")[0] for name in ("faiss", "torch", "naive_numpy")] == [
+        "1.000",
+        "2.000",
+        "–",
+    ]
+
+
 def test_markdown_table():
     assert (
         markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |"

@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from tmtcam.pipelines import promptcam_demo
 from tmtcam.pipelines.promptcam_demo import _data, build_parser, main
-from tmtcam.promptcam.evaluation import accuracy
+from tmtcam.promptcam.evaluation import accuracy, gather_batches
 from tmtcam.promptcam.explain import main as explain_main
 from tmtcam.tasks import PromptCAMClassifier
 
@@ -33,8 +35,15 @@ TINY_RUN = [
 
 
 @pytest.mark.slow
-def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path, capsys):
+def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
+    ranked_images = []
+    rank = promptcam_demo.rank_every_head
+    monkeypatch.setattr(
+        promptcam_demo,
+        "rank_every_head",
+        lambda model, x, y: ranked_images.append(x.cpu()) or rank(model, x, y),
+    )
     assert main(["--out", str(out), *TINY_RUN]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["accuracy"] <= 1 and 0 <= summary["linear_probe_accuracy"] <= 1
@@ -48,6 +57,11 @@ def test_demo_writes_summary_heatmaps_and_a_checkpoint_explain_can_read(tmp_path
     for method, key in (("promptcam", "accuracy"), ("linear_probe", "linear_probe_accuracy")):
         saved = PromptCAMClassifier.load_from_checkpoint(out / method / "checkpoints" / "last.ckpt")
         assert accuracy(saved.model, data.test_dataloader()) == pytest.approx(summary[key]), method
+    # the number of heads is chosen on validation images, the scores are measured on test images
+    data.setup("validate")
+    validation = gather_batches(data.val_dataloader(), 8, ("image",))["image"]
+    test_images = gather_batches(data.test_dataloader(), 8, ("image",))["image"]
+    assert torch.equal(ranked_images[0], validation) and torch.equal(ranked_images[1], test_images)
     # Grad-CAM explains the probe (the usual classifier), its twin the Prompt-CAM model: two models' scores
     assert summary["insertion"]["gradcam"] != summary["insertion"]["gradcam_on_promptcam"]
     chance = summary["chance_on_creature"]

@@ -197,3 +197,8 @@ def test_cached_source_model_is_reused_only_for_the_same_budget(tmp_path: Path) 
     assert pretrain_source("day_to_night", 0, tmp_path, longer) == path
     assert path.stat().st_mtime_ns != trained  # another budget: trained again, not silently reused
     assert json.loads(path.with_suffix(".json").read_text())["steps"] == 3
+    retrained = path.stat().st_mtime_ns
+    more_images = Budget(source_steps=3, batch_size=4, source_images=12)
+    assert pretrain_source("day_to_night", 0, tmp_path, more_images) == path
+    assert path.stat().st_mtime_ns != retrained  # other source images: trained again too
+    assert json.loads(path.with_suffix(".json").read_text())["images"] == 12
