@@ -86,6 +86,22 @@ def test_the_gallery_does_not_depend_on_the_batch_size(tmp_path):
     assert len(set(captions)) > 1  # the images' own captions (they differ here), not the first one's
 
 
+def test_until_misclassified_reaches_the_head_ranking(tmp_path, monkeypatch):
+    ckpt = _checkpoint(tmp_path)
+    _write_images(tmp_path / "photos")
+    asked = []
+    explain_batch = explain.explain_batch
+
+    def spy(model, images, class_index, top_k, until_misclassified):
+        asked.append(until_misclassified)
+        return explain_batch(model, images, class_index, top_k=top_k, until_misclassified=until_misclassified)
+
+    monkeypatch.setattr(explain, "explain_batch", spy)
+    run = ["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "maps")]
+    assert main(run) == 0 and main([*run, "--until-misclassified"]) == 0
+    assert asked == [False, True]
+
+
 def refused(capsys, *args: str) -> str:
     """Run ``tmtcam explain`` expecting a refusal: exit 2, one line on stderr, no traceback."""
     capsys.readouterr()
