@@ -31,7 +31,12 @@ from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
 from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
-from tmtcam.training.checkpoint_compat import CheckpointMismatch, checkpoint_in, last_checkpoints
+from tmtcam.training.checkpoint_compat import (
+    CheckpointMismatch,
+    checkpoint_in,
+    last_checkpoints,
+    mapped_checkpoint,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -113,8 +118,7 @@ def load_batch(paths: list[Path], transform: SpeciesTransform) -> tuple[list[Pat
 
 def saved_data_hparams(ckpt: Path) -> dict:
     """The hyper-parameters of the data module a checkpoint was trained with (empty if not recorded)."""
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)  # reads no weights
-    return saved.get("datamodule_hyper_parameters") or {}
+    return mapped_checkpoint(ckpt).get("datamodule_hyper_parameters") or {}
 
 
 def evaluation_resize(data: dict, image_size: int) -> int | None:
@@ -146,10 +150,7 @@ def promptcam_checkpoint(path: Path) -> Path:
         return checkpoint_in(path, "--ckpt")  # the file as given, or the error naming what is missing
     methods = {}
     for candidate in candidates:
-        hyper_parameters = torch.load(candidate, map_location="cpu", weights_only=True, mmap=True).get(
-            "hyper_parameters", {}
-        )
-        methods[candidate] = hyper_parameters.get("method")
+        methods[candidate] = mapped_checkpoint(candidate).get("hyper_parameters", {}).get("method")
         if methods[candidate] == "promptcam":
             return candidate
     found = ", ".join(f"{candidate.relative_to(path)} ({method})" for candidate, method in methods.items())
@@ -161,7 +162,7 @@ def load_promptcam(
 ) -> tuple[PromptCAM, PromptCAMClassifier]:
     overrides = {}
     if weights is not None:  # the saved backbone reference, at the file's new place
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]
+        saved = mapped_checkpoint(ckpt)["hyper_parameters"]
         overrides["backbone"] = {**saved["backbone"], "weights": str(weights)}
     module = PromptCAMClassifier.load_from_checkpoint(
         ckpt, map_location=device, weights_only=True, **overrides

@@ -21,7 +21,6 @@ import traceback
 from pathlib import Path
 from typing import IO
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -31,6 +30,7 @@ from tmtcam.backbones.loading import WeightsError
 from tmtcam.training.checkpoint_compat import (
     CheckpointMismatch,
     check_checkpoint_file,
+    mapped_checkpoint,
     newest_last_checkpoint,
 )
 from tmtcam.training.guards import TrainingFault
@@ -142,7 +142,7 @@ def use_current_file_paths(model_args: Namespace, ckpt_path: str, given_weights:
 
 def holds_backbone(ckpt_path: str) -> bool:
     """Whether the checkpoint's state dict includes backbone (ViT) weights."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    state = mapped_checkpoint(ckpt_path).get("state_dict", {})
     return any(".backbone.vit." in f".{name}" for name in state)
 
 

@@ -89,6 +89,12 @@ def check_checkpoint(
         )
 
 
+def mapped_checkpoint(path: str | Path) -> Any:
+    """A checkpoint file's contents, memory-mapped: reading its metadata (stamp, hyper-parameters,
+    state-dict keys) reads no weights, which stay on disk until a tensor is touched."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def check_checkpoint_file(
     path: str | Path, class_path: str | None, num_classes: int | None, source: str = "--ckpt_path"
 ) -> None:
@@ -98,7 +104,7 @@ def check_checkpoint_file(
     checked). Unstamped checkpoints pass: they are checked by shape when the weights are loaded.
     """
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = mapped_checkpoint(path)
     except Exception as err:  # zip / pickle errors of a truncated or foreign file
         reason = (str(err).strip().splitlines() or [""])[0]
         raise CheckpointMismatch(
