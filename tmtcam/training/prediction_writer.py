@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -52,8 +52,9 @@ class PredictionFileWriter(BasePredictionWriter):
                 ``cityscapes`` label ids, for a model of the 19 Cityscapes classes.
         """
         super().__init__(write_interval="batch")
-        if mask_ids not in ("train", "cityscapes"):
-            raise ConfigError(f"prediction_writer.mask_ids: {mask_ids!r} is not one of 'train', 'cityscapes'")
+        if mask_ids not in get_args(MaskIds):
+            choices = ", ".join(repr(choice) for choice in get_args(MaskIds))
+            raise ConfigError(f"prediction_writer.mask_ids: {mask_ids!r} is not one of {choices}")
         self.folder = folder
         self.mask_ids = mask_ids
         self.out_dir: Path | None = None
