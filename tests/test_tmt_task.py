@@ -31,6 +31,11 @@ def pair_batch(batch: int = 2, size: int = 32, classes: int = 4) -> dict:
     return {"source": parts[0], "target": parts[1]}
 
 
+def source_then_target(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pair batch as the task puts it through the segmenter: source images first, then target."""
+    return tuple(torch.cat([batch["source"][key], batch["target"][key]]) for key in ("image", "mask"))
+
+
 def tiny_data(tmp_crop: int = 32) -> DomainPairDataModule:
     return DomainPairDataModule(
         source={"dataset": "synthetic", "pair": "day_to_night", "num_images": 64},
@@ -58,8 +63,7 @@ def test_acte_heads_do_not_push_the_backbone() -> None:
     """Discriminator and uncertainty-probe losses alone leave the backbone without gradient."""
     model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]})
     batch = pair_batch()
-    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
-    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    images, masks = source_then_target(batch)
     out = model.segmenter(images)
     losses, _ = model._losses(out, masks, [2, 2], [1.0, 1.0])
     (losses["discriminator"] + losses["uncertainty_probe"]).backward()
@@ -70,8 +74,7 @@ def test_acte_heads_do_not_push_the_backbone() -> None:
 def test_domain_weights_scale_each_domains_segmentation_loss() -> None:
     model = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune")
     batch = pair_batch()
-    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
-    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    images, masks = source_then_target(batch)
     out = model.segmenter(images)
     source, target = (F.cross_entropy(out.logits[part], masks[part]) for part in (slice(0, 2), slice(2, 4)))
     losses, per_domain = model._losses(out, masks, [2, 2], [0.25, 2.0])
@@ -86,8 +89,7 @@ def test_segmentation_loss_trains_tma_but_not_the_acte_heads() -> None:
     otherwise the segmentation loss would shape the map that is meant to measure transfer."""
     model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]})
     batch = pair_batch()
-    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
-    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    images, masks = source_then_target(batch)
     losses, _ = model._losses(model.segmenter(images), masks, [2, 2], [1.0, 1.0])
     losses["segmentation"].backward()
     heads = [*model.segmenter.discriminator.parameters(), *model.segmenter.probe.parameters()]
@@ -138,8 +140,7 @@ def test_alignment_pushes_the_backbone_against_its_own_discriminator(unit: str) 
         num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2], "align": unit}
     )
     batch = pair_batch()
-    images = torch.cat([batch["source"]["image"], batch["target"]["image"]])
-    masks = torch.cat([batch["source"]["mask"], batch["target"]["mask"]])
+    images, masks = source_then_target(batch)
     out = model.segmenter(images)
     out.patch_tokens.retain_grad()
     losses, _ = model._losses(out, masks, [2, 2], [1.0, 1.0])
