@@ -202,3 +202,48 @@ def test_cached_source_model_is_reused_only_for_the_same_budget(tmp_path: Path) 
     assert pretrain_source("day_to_night", 0, tmp_path, more_images) == path
     assert path.stat().st_mtime_ns != retrained  # other source images: trained again too
     assert json.loads(path.with_suffix(".json").read_text())["images"] == 12
+
+
+def test_benchmark_trains_the_chosen_backbone_at_the_chosen_size(tmp_path: Path, monkeypatch) -> None:
+    """``--backbone vit-s --crop-size 96`` reaches every stage's budget and the report names it."""
+    budgets = []
+
+    def pretrain(pair, seed, cache, budget):
+        budgets.append(budget)
+        return "init"
+
+    monkeypatch.setattr(tmt_benchmark, "pretrain_source", pretrain)
+    monkeypatch.setattr(tmt_benchmark, "test_source_model", lambda pair, seed, init, budget: 1.0)
+    monkeypatch.setattr(tmt_benchmark, "adapt_and_test", lambda *args, **kwargs: {"miou": 2.0, "seconds": 1.0})
+    doc = tmp_path / "bench.md"
+    args = ["--pairs", "day_to_night", "--seeds", "1", "--methods", "finetune", "--backbone", "vit-s",
+            "--crop-size", "96", "--out", str(tmp_path), "--doc", str(doc), "--json", str(tmp_path / "b.json")]  # fmt: skip
+    assert tmt_benchmark.main(args) == 0
+    assert budgets[0].vit() == {
+        "model_name": "vit_small_patch16_224", "patch_size": 8, "embed_dim": 384, "depth": 12, "num_heads": 6,
+        "img_size": 96,
+    }  # fmt: skip
+    assert "ViT vit-s (width 384, depth 12, patch 8, 96 px)" in doc.read_text()
+    assert json.loads((tmp_path / "b.json").read_text())["budget"]["backbone"] == "vit-s"
+
+
+def test_crop_size_that_is_not_a_multiple_of_the_patch_size_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--crop-size 100: must be a multiple of the patch size 8"):
+        tmt_benchmark.main(["--pairs", "day_to_night", "--crop-size", "100", "--out", str(tmp_path)])
+
+
+def test_unknown_backbone_is_rejected_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"backbone must be one of \['small', 'vit-s'\], got 'vit-b'"):
+        Budget(backbone="vit-b").vit()
+
+
+def test_another_backbone_trains_a_new_source_model_of_that_shape(tmp_path: Path) -> None:
+    small = Budget(source_steps=1, batch_size=2, source_images=2, crop_size=32)
+    path = pretrain_source("day_to_night", 0, tmp_path, small)
+    assert torch.load(path)["state_dict"]["segmenter.backbone.vit.cls_token"].shape[-1] == 192
+    wider = Budget(source_steps=1, batch_size=2, source_images=2, crop_size=32, backbone="vit-s")
+    assert pretrain_source("day_to_night", 0, tmp_path, wider) == path
+    weights = torch.load(path)["state_dict"]
+    assert weights["segmenter.backbone.vit.cls_token"].shape[-1] == 384
+    assert "segmenter.backbone.vit.blocks.11.attn.qkv.weight" in weights
+    assert json.loads(path.with_suffix(".json").read_text())["backbone"]["img_size"] == 32

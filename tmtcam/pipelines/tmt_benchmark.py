@@ -25,7 +25,14 @@ from data_modules.segmentation import SYNTHETIC_PAIRS
 from tmtcam.bench.report import machine_line, markdown_table, write_json, write_section
 from tmtcam.environment import add_accelerator_option, parse_on_this_machine
 from tmtcam.pipelines.quiet import quiet_lightning
-from tmtcam.pipelines.tmt_runs import Budget, adapt_and_test, budget_dict, pretrain_source, test_source_model
+from tmtcam.pipelines.tmt_runs import (
+    BACKBONES,
+    Budget,
+    adapt_and_test,
+    budget_dict,
+    pretrain_source,
+    test_source_model,
+)
 from tmtcam.tmt import METHODS
 
 
@@ -55,6 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
     parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
     add_accelerator_option(parser, default=Budget.accelerator)
+    parser.add_argument(
+        "--backbone", default=Budget.backbone, choices=sorted(BACKBONES), help="ViT shape (vit-s: for a GPU)"
+    )
+    parser.add_argument("--crop-size", type=int, default=Budget.crop_size, help="image side in pixels")
     parser.add_argument("--target-images", type=int, default=Budget.few_target_images)
     parser.add_argument(
         "--unlabelled-target", action="store_true", help="unsupervised adaptation: no target masks"
@@ -97,7 +108,12 @@ def paired_gain(results: dict[str, dict[str, list[float]]], method: str, baselin
 
 
 def report_markdown(
-    results: dict, source_only: dict, columns: list[str], args: argparse.Namespace, seconds: float
+    results: dict,
+    source_only: dict,
+    columns: list[str],
+    args: argparse.Namespace,
+    budget: Budget,
+    seconds: float,
 ) -> str:
     rows = []
     for pair, by_method in results.items():
@@ -113,8 +129,7 @@ def report_markdown(
     return (
         f"## TMT accuracy on the embedded pairs (`tmtcam bench tmt`)\n\n{machine_line()}\n\n"
         f"Command: `{args.command}`\n\n"
-        f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); small CPU ViT (width 192, depth 6, "
-        f"patch 8, 64 px), source stage {args.source_steps} steps, adaptation {args.adapt_steps} steps "
+        f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); {budget.describe()}, source stage {args.source_steps} steps, adaptation {args.adapt_steps} steps "
         f"with {args.target_images} {target} target images, same budget for every method. "
         f"Run time {seconds / 60:.0f} min.\n\n"
         + markdown_table(["pair", "source only", *columns], rows)
@@ -138,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         few_target_images=args.target_images,
         target_labelled=not args.unlabelled_target,
         accelerator=args.accelerator,
+        backbone=args.backbone,
+        crop_size=args.crop_size,
     )
+    patch = BACKBONES[args.backbone]["patch_size"]
+    if args.crop_size % patch:
+        raise SystemExit(f"--crop-size {args.crop_size}: must be a multiple of the patch size {patch}")
     console, start = Console(), time.perf_counter()
     results: dict[str, dict[str, list[float]]] = {pair: {name: [] for name in variants} for pair in pairs}
     source_only: dict[str, list[float]] = {pair: [] for pair in pairs}
@@ -166,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": args.command,
     }
     write_json(args.json, payload)
-    write_section(args.doc, args.section, report_markdown(results, source_only, columns, args, seconds))
-    console.print(report_markdown(results, source_only, columns, args, seconds))
+    write_section(
+        args.doc, args.section, report_markdown(results, source_only, columns, args, budget, seconds)
+    )
+    console.print(report_markdown(results, source_only, columns, args, budget, seconds))
     return 0

@@ -25,10 +25,14 @@ from data_modules.segmentation import DomainPairDataModule, DomainSpec, build_se
 from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
 from tmtcam.tasks.tmt_segmentation import TMTSegmentation
 
-SMALL_VIT: dict[str, Any] = {
-    "model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 192, "depth": 6, "num_heads": 3,
-    "img_size": 64,
+# Backbones of the embedded pipelines, trained from scratch (nothing may be downloaded). ``small`` is
+# the 2-core CPU default; ``vit-s`` is ViT-S/8's shape (timm's ViT-S/16 with 8-px patches) for GPU runs
+# that ask whether TMT's effect grows with width, depth and patch count.
+BACKBONES: dict[str, dict[str, Any]] = {
+    "small": {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 192, "depth": 6, "num_heads": 3},
+    "vit-s": {"model_name": "vit_small_patch16_224", "patch_size": 8, "embed_dim": 384, "depth": 12, "num_heads": 6},
 }  # fmt: skip
+SMALL_VIT: dict[str, Any] = {**BACKBONES["small"], "img_size": 64}
 
 
 @dataclass
@@ -46,6 +50,19 @@ class Budget:
     lr: float = 1e-3
     backbone_lr_mult: float = 1.0  # measured: 0.1 leaves the backbone almost still in 400 steps (-3.8 mIoU)
     accelerator: str = "cpu"  # Lightning accelerator of every stage: "gpu" runs them on one GPU
+    backbone: str = "small"  # a key of BACKBONES
+
+    def vit(self) -> dict[str, Any]:
+        """The backbone setting of every stage: the named shape at this budget's crop size."""
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}")
+        return {**BACKBONES[self.backbone], "img_size": self.crop_size}
+
+    def describe(self) -> str:
+        """One line for reports, e.g. ``ViT small (width 192, depth 6, patch 8, 64 px)``."""
+        vit = self.vit()
+        return (f"ViT {self.backbone} (width {vit['embed_dim']}, depth {vit['depth']}, "
+                f"patch {vit['patch_size']}, {self.crop_size} px)")  # fmt: skip
 
 
 def _trainer(out: Path, steps: int, accelerator: str) -> L.Trainer:
@@ -69,7 +86,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     path = out / f"source_{pair}_seed{seed}.pt"
     record = path.with_suffix(".json")
     settings = {
-        "backbone": SMALL_VIT, "pair": pair, "seed": seed, "steps": budget.source_steps,
+        "backbone": budget.vit(), "pair": pair, "seed": seed, "steps": budget.source_steps,
         "images": budget.source_images, "batch_size": budget.batch_size, "crop_size": budget.crop_size,
         "lr": budget.lr, "accelerator": budget.accelerator,  # a GPU-trained model differs numerically
     }  # fmt: skip
@@ -84,7 +101,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     )
     loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    model = TMTSegmentation(num_classes=8, backbone=SMALL_VIT, method="finetune", lr=budget.lr,
+    model = TMTSegmentation(num_classes=8, backbone=budget.vit(), method="finetune", lr=budget.lr,
                             backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
     _trainer(out / "logs" / path.stem, budget.source_steps, budget.accelerator).fit(model, loader)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +136,7 @@ def adapt_and_test(
         "lr": budget.lr, "backbone_lr_mult": budget.backbone_lr_mult, "warmup_steps": 20,
         "log_images_every_n_epochs": 0, "seed": seed, **(model_options or {}),
     }  # fmt: skip
-    model = TMTSegmentation(num_classes=data.num_classes, backbone=SMALL_VIT, method=method,
+    model = TMTSegmentation(num_classes=data.num_classes, backbone=budget.vit(), method=method,
                             class_names=data.class_names, init_checkpoint=str(init), **options)  # fmt: skip
     trainer = _trainer(out / "logs" / f"{pair}_{method}_seed{seed}", budget.adapt_steps, budget.accelerator)
     trainer.fit(model, datamodule=data)
@@ -137,7 +154,9 @@ def test_source_model(pair: str, seed: int, init: Path, budget: Budget) -> float
     spec = DomainSpec(dataset="synthetic", pair=pair, domain="target", split="test",
                       num_images=budget.test_images, seed=seed, image_size=budget.crop_size)  # fmt: skip
     loader = DataLoader(build_segmentation_dataset(spec, build_eval_transform(None)), batch_size=32)
-    model = TMTSegmentation(num_classes=8, backbone=SMALL_VIT, method="finetune", init_checkpoint=str(init))
+    model = TMTSegmentation(
+        num_classes=8, backbone=budget.vit(), method="finetune", init_checkpoint=str(init)
+    )
     trainer = L.Trainer(
         accelerator=budget.accelerator,
         devices=1,
