@@ -214,7 +214,9 @@ def test_benchmark_trains_the_chosen_backbone_at_the_chosen_size(tmp_path: Path,
 
     monkeypatch.setattr(tmt_benchmark, "pretrain_source", pretrain)
     monkeypatch.setattr(tmt_benchmark, "test_source_model", lambda pair, seed, init, budget: 1.0)
-    monkeypatch.setattr(tmt_benchmark, "adapt_and_test", lambda *args, **kwargs: {"miou": 2.0, "seconds": 1.0})
+    monkeypatch.setattr(
+        tmt_benchmark, "adapt_and_test", lambda *args, **kwargs: {"miou": 2.0, "seconds": 1.0}
+    )
     doc = tmp_path / "bench.md"
     args = ["--pairs", "day_to_night", "--seeds", "1", "--methods", "finetune", "--backbone", "vit-s",
             "--crop-size", "96", "--out", str(tmp_path), "--doc", str(doc), "--json", str(tmp_path / "b.json")]  # fmt: skip
