@@ -230,3 +230,19 @@ def test_bench_gpu_quick_on_cpu_writes_every_measurement(tmp_path):
     assert {"torch", "auto_picks", "fastest_backend"} <= set(results["kmeans"]["large"])
     text = doc.read_text()
     assert "<!-- gpu:start -->" in text and "### TMT training step" in text and "### Head ranking" in text
+
+
+def test_each_peak_memory_step_builds_the_method_it_is_named_after(monkeypatch):
+    """The children of ``measure_peak_rss`` build ``MEMORY_STEPS[name]``; a fine-tune row measured on
+    a TMT step would report TMT's memory twice."""
+    import importlib
+
+    from tmtcam.bench import speed, training_steps
+
+    monkeypatch.setattr(training_steps, "segmentation_batch", lambda batch_size, seed: None)
+    monkeypatch.setattr(training_steps, "segmentation_step", lambda task, batch: task)
+    for name in ("tmt", "finetune"):
+        factory, kwargs = speed.MEMORY_STEPS[name]
+        module, function = factory.split(":")
+        task = getattr(importlib.import_module(module), function)(**kwargs)
+        assert task.segmenter.method == name

@@ -111,3 +111,15 @@ def test_thread_count_follows_cores_busy_now_not_the_lagging_load_average(monkey
         raise OSError("no /proc/stat")
 
     assert environment.busy_cores(0.0, no_proc_stat) == 0.0
+
+
+def test_cpu_times_counts_waiting_for_disk_as_idle(monkeypatch):
+    """/proc/stat's cpu line: user nice system idle iowait irq softirq ...; a core waiting for the disk
+    can run a thread, so iowait counts as idle (a demo started during heavy I/O keeps its threads)."""
+    import io
+
+    from tmtcam import environment
+
+    stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n"
+    monkeypatch.setattr(environment, "open", lambda path: io.StringIO(stat), raising=False)
+    assert environment.cpu_times() == (1000, 840)

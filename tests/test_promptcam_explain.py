@@ -211,3 +211,21 @@ def test_weights_gives_the_backbone_file_at_its_new_place_and_checks_it_is_the_s
     torch.manual_seed(1)
     torch.save(ViTBackbone(**TINY).vit.state_dict(), moved)  # another file at that place: refused
     assert "was replaced" in refused(capsys, *run, "--weights", str(moved))
+
+
+def test_explain_shows_each_image_in_its_own_colours_under_the_checkpoints_normalisation(tmp_path):
+    """The gallery un-normalises with the statistics the images were normalised with: a flat colour
+    comes back as that colour (ImageNet's statistics on 0.5 / 0.5 data would shift it by tens of levels)."""
+    saved = torch.load(_checkpoint(tmp_path), weights_only=True)
+    half = [0.5, 0.5, 0.5]
+    saved["datamodule_hyper_parameters"] = {"image_size": 32, "mean": half, "std": half}
+    ckpt = tmp_path / "with_data.ckpt"
+    torch.save(saved, ckpt)
+    colour = (200, 40, 90)
+    (tmp_path / "flat").mkdir()
+    Image.fromarray(np.full((32, 32, 3), colour, dtype=np.uint8)).save(tmp_path / "flat" / "c.png")
+    out = tmp_path / "maps"
+    assert main(["--ckpt", str(ckpt), "--images", str(tmp_path / "flat"), "--out", str(out)]) == 0
+    grid = np.asarray(Image.open(out / "c.png").convert("RGB")).astype(int)
+    tile_centre = grid[grid.shape[0] - 64, 64]  # the first tile (the image) is the bottom-left 128 x 128
+    assert np.abs(tile_centre - colour).max() <= 2, tile_centre

@@ -249,3 +249,28 @@ def test_another_backbone_trains_a_new_source_model_of_that_shape(tmp_path: Path
     assert weights["segmenter.backbone.vit.cls_token"].shape[-1] == 384
     assert "segmenter.backbone.vit.blocks.11.attn.qkv.weight" in weights
     assert json.loads(path.with_suffix(".json").read_text())["backbone"]["img_size"] == 32
+
+
+def test_a_retrain_killed_before_its_record_is_written_is_not_reused_under_the_old_record(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The model file is replaced before its settings record is written: if the process dies in
+    between, the old record must already be gone, or a later run with the old settings would take
+    the new budget's model for its own."""
+    budget = Budget(source_steps=1, batch_size=2, source_images=2, crop_size=32)
+    path = pretrain_source("day_to_night", 0, tmp_path, budget)
+    record = path.with_suffix(".json")
+
+    class KilledWhileWritingTheRecord:
+        loads = staticmethod(json.loads)
+
+        @staticmethod
+        def dumps(settings):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tmt_runs, "json", KilledWhileWritingTheRecord)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_source(
+            "day_to_night", 0, tmp_path, Budget(source_steps=2, batch_size=2, source_images=2, crop_size=32)
+        )
+    assert path.exists() and not record.exists()  # the new model, with no record claiming the old budget
