@@ -25,3 +25,21 @@ def test_config_prints_through_lightning_cli(config, capsys, monkeypatch):
     assert printed["data"]["class_path"] == "data_modules.segmentation.DomainPairDataModule"
     assert printed["model"]["init_args"]["method"] in METHODS
     assert printed["trainer"]["default_root_dir"].startswith("runs/tmt/")
+
+
+def test_an_id_map_from_the_yaml_is_removed_on_the_command_line_in_the_documented_form(
+    tmp_path, capsys, monkeypatch
+):
+    """jsonargparse 4.53 refuses ``--data.init_args.source.id_map null`` (an Optional dict inside a
+    dataclass of a class_path's init_args); docs/datasets.md gives the form that works, which merges
+    into the YAML's domain instead of replacing it."""
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        (CONFIGS[0].parent / "folder_pair.yaml").read_text().replace("root: ???", "root: /data/mine")
+        .replace("      mask_suffix: .png\n    target:", "      mask_suffix: .png\n      id_map: {7: 0, 8: 1}\n    target:")
+    )  # fmt: skip
+    source = printed_config(config, capsys, monkeypatch)["data"]["init_args"]["source"]
+    assert {int(raw): train for raw, train in source["id_map"].items()} == {7: 0, 8: 1}
+    removed = printed_config(config, capsys, monkeypatch, "--data.init_args.source", '{"id_map": null}')
+    source = removed["data"]["init_args"]["source"]
+    assert source["id_map"] is None and source["root"] == "/data/mine" and source["image_suffix"] == ".jpg"
