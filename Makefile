@@ -7,6 +7,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export OMP_WAIT_POLICY ?= PASSIVE
+ARGS   ?=  # extra options of the demo, e.g. ARGS="--accelerator gpu"
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast train-tmt train-promptcam bench lint
@@ -30,10 +31,10 @@ test-fast:  ## the test suite without @slow tests
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 train-tmt:  ## embedded synthetic pair: pre-train, adapt with finetune and tmt, print the mIoU table
-	$(PY) -m tmtcam demo tmt --out runs/train-tmt
+	$(PY) -m tmtcam demo tmt --out runs/train-tmt $(ARGS)
 
 train-promptcam:  ## embedded synthetic species: pre-train, learn prompts, write trait heatmaps
-	$(PY) -m tmtcam demo promptcam --out runs/train-promptcam
+	$(PY) -m tmtcam demo promptcam --out runs/train-promptcam $(ARGS)
 
 bench:  ## speed/cost benchmarks -> docs/benchmarks.md and runs/bench/bench.json
 	$(PY) -m tmtcam bench all --out runs/bench --doc docs/benchmarks.md
