@@ -129,7 +129,8 @@ def report_markdown(
     return (
         f"## TMT accuracy on the embedded pairs (`tmtcam bench tmt`)\n\n{machine_line()}\n\n"
         f"Command: `{args.command}`\n\n"
-        f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); {budget.describe()}, source stage {args.source_steps} steps, adaptation {args.adapt_steps} steps "
+        f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); {budget.describe()}, "
+        f"source stage {args.source_steps} steps, adaptation {args.adapt_steps} steps "
         f"with {args.target_images} {target} target images, same budget for every method. "
         f"Run time {seconds / 60:.0f} min.\n\n"
         + markdown_table(["pair", "source only", *columns], rows)
