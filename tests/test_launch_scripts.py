@@ -18,19 +18,32 @@ from tiny_configs import tmt_config, write_config
 SCRIPTS = Path(__file__).resolve().parents[1] / "experiments" / "slurm"
 
 
-def _submit(work: Path, config: Path, max_steps: int) -> subprocess.CompletedProcess:
-    """One run of the job script: job 4242, one node, one task, `srun` running the command as is."""
+def _submit(
+    work: Path, config: Path, max_steps: int, *extra: str, job_id: str = "4242", run_dir: str | None = None
+) -> subprocess.CompletedProcess:
+    """One run of the job script: job ``job_id``, one node, one task, `srun` running the command as is."""
     env = dict(
         os.environ,
         PATH=f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        SLURM_JOB_NAME="tmtcam", SLURM_JOB_ID="4242", SLURM_JOB_NUM_NODES="1", SLURM_NTASKS_PER_NODE="1",
+        SLURM_JOB_NAME="tmtcam", SLURM_JOB_ID=job_id, SLURM_JOB_NUM_NODES="1", SLURM_NTASKS_PER_NODE="1",
     )  # fmt: skip
     env.pop("WANDB_RUN_ID", None)
-    overrides = ["--trainer.accelerator", "cpu", "--trainer.max_steps", str(max_steps)]
+    env.pop("RUN_DIR", None)
+    if run_dir is not None:
+        env["RUN_DIR"] = run_dir
+    overrides = ["--trainer.accelerator", "cpu", "--trainer.max_steps", str(max_steps), *extra]
     return subprocess.run(
         ["bash", str(SCRIPTS / "train.sbatch"), str(config), *overrides],
         cwd=work, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+def _stand_in_srun(work: Path) -> None:
+    """``srun`` that runs its command as is, first on the scripts' PATH."""
+    (work / "bin").mkdir()
+    srun = work / "bin" / "srun"
+    srun.write_text('#!/bin/sh\nexec "$@"\n')
+    srun.chmod(0o755)
 
 
 def _workdir_config(work: Path) -> Path:
@@ -41,10 +54,7 @@ def _workdir_config(work: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_requeued_job_resumes_its_run_dir(tmp_path):
-    (tmp_path / "bin").mkdir()
-    srun = tmp_path / "bin" / "srun"
-    srun.write_text('#!/bin/sh\nexec "$@"\n')
-    srun.chmod(0o755)
+    _stand_in_srun(tmp_path)
     config = _workdir_config(tmp_path)
 
     first = _submit(tmp_path, config, max_steps=2)
@@ -61,6 +71,27 @@ def test_a_requeued_job_resumes_its_run_dir(tmp_path):
     assert list(run_dir.rglob("last.ckpt")) == [last]
     assert torch.load(last, weights_only=False)["global_step"] == 4
     assert (tmp_path / "runs" / "slurm").is_dir()  # where #SBATCH --output puts the job log
+
+
+@pytest.mark.slow
+def test_a_later_job_given_the_same_run_dir_continues_its_wandb_run(tmp_path):
+    """``RUN_DIR=runs/tmtcam-4242 sbatch ...`` (a new job id) resumes the run there and keeps its W&B run,
+    so the checkpoints stay in one folder; it used to start W&B run tmtcam-<new job> beside the old."""
+    pytest.importorskip("wandb")
+    _stand_in_srun(tmp_path)
+    config = _workdir_config(tmp_path)
+    wandb_logger = ("--trainer.logger", "WandbLogger", "--trainer.logger.offline", "true")
+    first = _submit(tmp_path, config, 2, *wandb_logger)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "tmtcam-4242"
+    (last,) = run_dir.rglob("last.ckpt")
+    assert last.parent.parent.name == "tmtcam-4242"  # <project>/<W&B run id>/checkpoints
+
+    later = _submit(tmp_path, config, 4, *wandb_logger, job_id="5151", run_dir="runs/tmtcam-4242")
+    assert later.returncode == 0, later.stderr[-3000:]
+    assert list(run_dir.rglob("last.ckpt")) == [last]  # the same W&B run and folder, not a second one
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    assert not (tmp_path / "runs" / "tmtcam-5151").exists()
 
 
 def _torchrun(work: Path, config: Path, max_steps: int, *extra: str) -> subprocess.CompletedProcess:
