@@ -74,6 +74,18 @@ def test_k_larger_than_the_number_of_patches_names_k_choices_and_crop(tmp_path, 
     assert_refused(tmp_path, code, err, "k_choices", "k=40", "16 patches", "data.init_args.crop_size=32")
 
 
+def test_tmtcam_traceback_lets_a_refusal_raise_with_its_traceback(tmp_path, capsys, monkeypatch):
+    """The one-line refusal is the default; ``TMTCAM_TRACEBACK=1`` raises the same error instead."""
+    args = fit(tmp_path, tmt_config(), "--data.init_args.crop_size", "36")
+    monkeypatch.setenv("TMTCAM_TRACEBACK", "0")
+    code, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    monkeypatch.setenv("TMTCAM_TRACEBACK", "1")
+    with pytest.raises(ConfigError, match="data.init_args.crop_size=36"):
+        run_cli(args, capsys, monkeypatch)
+    assert not (tmp_path / "run").exists()
+
+
 def test_crop_not_divisible_by_patch_size_names_crop_size(tmp_path, capsys, monkeypatch):
     code, err = run_cli(fit(tmp_path, tmt_config(), "--data.init_args.crop_size", "36"), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, "data.init_args.crop_size=36", "patch size 8", "crop_size=32 or 40")

@@ -10,6 +10,7 @@ optional piece cannot break training).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -95,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors that are about the user's input (config, weights file, checkpoint, run dir, a NaN loss)
     are printed as one message, without a traceback: the message names the file or key to fix.
     Exit codes: 2 for a configuration that cannot run (as for a mistyped option), 1 for a run that
-    stopped.
+    stopped. ``TMTCAM_TRACEBACK=1`` lets such an error raise with its traceback instead: a check
+    that names the wrong thing, or a bug's error that reads like a data problem, can then be traced.
     """
     apply_offline_defaults()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -109,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_lightning_cli(argv)
     except USER_FACING_ERRORS as error:
+        if os.environ.get("TMTCAM_TRACEBACK", "") not in ("", "0"):
+            raise
         kinds = ((DataError, "invalid data"), (ConfigError, "invalid configuration"))
         kind = next((text for cls, text in kinds if isinstance(error, cls)), type(error).__name__)
         print(f"tmtcam: error: {kind}: {user_message(error)}", file=sys.stderr)
