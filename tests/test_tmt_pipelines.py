@@ -214,13 +214,17 @@ def test_benchmark_trains_the_chosen_backbone_at_the_chosen_size(tmp_path: Path,
 
     monkeypatch.setattr(tmt_benchmark, "pretrain_source", pretrain)
     monkeypatch.setattr(tmt_benchmark, "test_source_model", lambda pair, seed, init, budget: 1.0)
-    monkeypatch.setattr(
-        tmt_benchmark, "adapt_and_test", lambda *args, **kwargs: {"miou": 2.0, "seconds": 1.0}
-    )
+
+    def adapt(pair, method, seed, init, out, budget, model_options=None):
+        budgets.append(budget)
+        return {"miou": 2.0, "seconds": 1.0}
+
+    monkeypatch.setattr(tmt_benchmark, "adapt_and_test", adapt)
     doc = tmp_path / "bench.md"
     args = ["--pairs", "day_to_night", "--seeds", "1", "--methods", "finetune", "--backbone", "vit-s",
             "--crop-size", "96", "--out", str(tmp_path), "--doc", str(doc), "--json", str(tmp_path / "b.json")]  # fmt: skip
     assert tmt_benchmark.main(args) == 0
+    assert len(budgets) == 2 and budgets[1] == budgets[0]  # stage 2 adapts the same shape
     assert budgets[0].vit() == {
         "model_name": "vit_small_patch16_224", "patch_size": 8, "embed_dim": 384, "depth": 12, "num_heads": 6,
         "img_size": 96,
