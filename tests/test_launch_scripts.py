@@ -27,7 +27,8 @@ def _submit(
         PATH=f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}",
         SLURM_JOB_NAME="tmtcam", SLURM_JOB_ID=job_id, SLURM_JOB_NUM_NODES="1", SLURM_NTASKS_PER_NODE="1",
     )  # fmt: skip
-    env.pop("WANDB_RUN_ID", None)
+    for name in [name for name in env if name.startswith("WANDB_")]:  # a job starts with none of this
+        env.pop(name)  # process's W&B state, e.g. WANDB_SERVICE of an earlier test's in-process run
     env.pop("RUN_DIR", None)
     if run_dir is not None:
         env["RUN_DIR"] = run_dir
