@@ -229,3 +229,18 @@ def test_explain_shows_each_image_in_its_own_colours_under_the_checkpoints_norma
     grid = np.asarray(Image.open(out / "c.png").convert("RGB")).astype(int)
     tile_centre = grid[grid.shape[0] - 64, 64]  # the first tile (the image) is the bottom-left 128 x 128
     assert np.abs(tile_centre - colour).max() <= 2, tile_centre
+
+
+def test_tmtcam_traceback_lets_an_explain_refusal_raise(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMTCAM_TRACEBACK", "1")
+    with pytest.raises(FileNotFoundError, match="--images: folder not found"):
+        main(
+            [
+                "--ckpt",
+                str(_checkpoint(tmp_path)),
+                "--images",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )

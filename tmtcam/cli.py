@@ -10,11 +10,10 @@ optional piece cannot break training).
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
-from tmtcam.environment import apply_offline_defaults
+from tmtcam.environment import apply_offline_defaults, traceback_requested
 
 # sub-command -> {target: "module:function"}; the function takes the remaining argv and returns an exit code
 EXTRA_COMMANDS: dict[str, dict[str, str]] = {
@@ -96,8 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors that are about the user's input (config, weights file, checkpoint, run dir, a NaN loss)
     are printed as one message, without a traceback: the message names the file or key to fix.
     Exit codes: 2 for a configuration that cannot run (as for a mistyped option), 1 for a run that
-    stopped. ``TMTCAM_TRACEBACK=1`` lets such an error raise with its traceback instead: a check
-    that names the wrong thing, or a bug's error that reads like a data problem, can then be traced.
+    stopped. ``TMTCAM_TRACEBACK=1`` raises such an error with its traceback instead.
     """
     apply_offline_defaults()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -111,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_lightning_cli(argv)
     except USER_FACING_ERRORS as error:
-        if os.environ.get("TMTCAM_TRACEBACK", "") not in ("", "0"):
+        if traceback_requested():
             raise
         kinds = ((DataError, "invalid data"), (ConfigError, "invalid configuration"))
         kind = next((text for cls, text in kinds if isinstance(error, cls)), type(error).__name__)

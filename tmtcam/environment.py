@@ -30,6 +30,12 @@ def wandb_key_configured() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+def traceback_requested() -> bool:
+    """``TMTCAM_TRACEBACK=1``: the commands raise their one-line user errors with the traceback, to
+    trace a check that names the wrong thing, or a bug's error that reads like bad input."""
+    return os.environ.get("TMTCAM_TRACEBACK", "") not in ("", "0")
+
+
 def apply_offline_defaults() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -27,6 +27,7 @@ from data_modules.normalization import Normalization, resolve_normalization
 from data_modules.species.image_dataset import CorruptImageError, load_rgb
 from data_modules.species.transforms import SpeciesTransform, build_eval_transform
 from tmtcam.backbones.loading import WeightsError
+from tmtcam.environment import traceback_requested
 from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
 from tmtcam.promptcam.trait_maps import explain_batch
@@ -202,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         explain_folder(args)
     except INPUT_ERRORS as error:
+        if traceback_requested():
+            raise
         print(f"tmtcam explain: error: {error}", file=sys.stderr)
         return 2
     return 0
