@@ -47,10 +47,10 @@ def _stand_in_srun(work: Path) -> None:
     srun.chmod(0o755)
 
 
-def _workdir_config(work: Path) -> Path:
-    """A tiny TMT config, and the ``.venv`` the scripts call (this interpreter's environment)."""
+def _workdir_config(work: Path, config: dict | None = None) -> Path:
+    """A tiny TMT config (or ``config``), and the ``.venv`` the scripts call (this interpreter's environment)."""
     (work / ".venv").symlink_to(Path(sys.prefix))
-    return write_config(work / "tmt.yaml", tmt_config())
+    return write_config(work / "tmt.yaml", config or tmt_config())
 
 
 @pytest.mark.slow
@@ -93,6 +93,28 @@ def test_a_later_job_given_the_same_run_dir_continues_its_wandb_run(tmp_path):
     assert list(run_dir.rglob("last.ckpt")) == [last]  # the same W&B run and folder, not a second one
     assert torch.load(last, weights_only=False)["global_step"] == 4
     assert not (tmp_path / "runs" / "tmtcam-5151").exists()
+
+
+@pytest.mark.slow
+def test_a_csv_logger_first_does_not_lend_its_version_folder_to_wandb(tmp_path):
+    """With CSV first, checkpoints sit in lightning_logs/version_N/: that folder is no W&B run id, so a
+    later job's W&B run is named after the job, not ``version_0``."""
+    pytest.importorskip("wandb")
+    _stand_in_srun(tmp_path)
+    config = tmt_config()
+    config["trainer"]["logger"] = [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}},
+        {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"offline": True}},
+    ]
+    path = _workdir_config(tmp_path, config)
+    assert _submit(tmp_path, path, 2).returncode == 0
+    later = _submit(tmp_path, path, 4, job_id="5151", run_dir="runs/tmtcam-4242")
+    assert later.returncode == 0, later.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "tmtcam-4242"
+    assert (run_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))  # offline-run-<time>-<id>
+    assert [name.endswith(("-tmtcam-4242", "-tmtcam-5151")) for name in runs] == [True, True], runs
+    assert any(name.endswith("-tmtcam-5151") for name in runs), runs
 
 
 def _torchrun(work: Path, config: Path, max_steps: int, *extra: str) -> subprocess.CompletedProcess:
