@@ -125,13 +125,13 @@ def report_markdown(
     gains = {c: mean_gain(results, c, "finetune") for c in columns if c != "finetune"}
     gain_text = ", ".join(f"{c} {g:+.2f}" for c, g in gains.items() if g is not None)
     paired_text = "; ".join(f"{c} {paired_gain(results, c, 'finetune')}" for c in gains)
-    target = "unlabelled" if args.unlabelled_target else "labelled"
+    target = "labelled" if budget.target_labelled else "unlabelled"
     return (
         f"## TMT accuracy on the embedded pairs (`tmtcam bench tmt`)\n\n{machine_line()}\n\n"
         f"Command: `{args.command}`\n\n"
         f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); {budget.describe()}, "
-        f"source stage {args.source_steps} steps, adaptation {args.adapt_steps} steps "
-        f"with {args.target_images} {target} target images, same budget for every method. "
+        f"source stage {budget.source_steps} steps, adaptation {budget.adapt_steps} steps "
+        f"with {budget.few_target_images} {target} target images, same budget for every method. "
         f"Run time {seconds / 60:.0f} min.\n\n"
         + markdown_table(["pair", "source only", *columns], rows)
         + f"\n\nMean gain over `finetune` (mIoU points): {gain_text or 'n/a'}.\n"
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": args.command,
     }
     write_json(args.json, payload)
-    write_section(
-        args.doc, args.section, report_markdown(results, source_only, columns, args, budget, seconds)
-    )
-    console.print(report_markdown(results, source_only, columns, args, budget, seconds))
+    report = report_markdown(results, source_only, columns, args, budget, seconds)
+    write_section(args.doc, args.section, report)
+    console.print(report)
     return 0
