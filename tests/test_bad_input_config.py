@@ -168,6 +168,53 @@ def test_unreadable_data_is_one_message_before_the_run_dir_is_written(tmp_path, 
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (dict(crop_size=0), "data.init_args.crop_size must be >= 1, got 0"),
+        (dict(scale_range=[2.0, 1.0]), "data.init_args.scale_range must be [low, high] with 0 < low <= high"),
+        (dict(base_size=-1), "data.init_args.base_size must be >= 1 or null, got -1"),
+    ],
+)
+def test_impossible_segmentation_sizes_are_configuration_errors_naming_the_key(
+    tmp_path, capsys, monkeypatch, config, named
+):
+    """Checked when the data module is built: before, they surfaced at setup labelled "invalid data"."""
+    full = tmt_config()
+    full["data"]["init_args"].update(config)
+    code, err = run_cli(fit(tmp_path, full), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, f"invalid configuration: {named}")
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (dict(num_train_images=0), "data.init_args.num_train_images must be >= 1 or null, got 0"),
+        (dict(test_fraction=1.0), "data.init_args.test_fraction must be in [0, 1), got 1.0"),
+        (dict(image_size=32, resize_size=16), "data.init_args.image_size must be >= 1 and <= resize_size"),
+    ],
+)
+def test_impossible_species_settings_are_configuration_errors_naming_the_key(
+    tmp_path, capsys, monkeypatch, config, named
+):
+    code, err = run_cli(fit(tmp_path, promptcam_config(**config)), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, f"invalid configuration: {named}")
+
+
+def test_a_bug_in_data_setup_keeps_its_traceback_and_is_not_called_invalid_data(
+    tmp_path, capsys, monkeypatch
+):
+    """Only the data modules' own error classes are the user's data; another exception is a bug."""
+    from data_modules.segmentation import DomainPairDataModule
+
+    def broken_build(*args, **kwargs):
+        raise ValueError("an index off by one")
+
+    monkeypatch.setattr(DomainPairDataModule, "_build", broken_build)
+    with pytest.raises(ValueError, match="an index off by one"):
+        run_cli(fit(tmp_path, tmt_config()), capsys, monkeypatch)
+
+
 def test_model_classes_other_than_the_datas_are_refused_naming_the_key(tmp_path, capsys, monkeypatch):
     code, err = run_cli(fit(tmp_path, tmt_config(num_classes=19)), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, "model.init_args.num_classes=19 but the data has 8 classes")

@@ -28,7 +28,11 @@ from data_modules.segmentation.image_dataset import (
 )
 from data_modules.segmentation.label_maps import IGNORE_INDEX, SYNTHIA_13, SYNTHIA_16
 from data_modules.segmentation.specs import DomainSpec, check_spec, missing_folder, warn_unmapped_classes
-from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
+from data_modules.segmentation.transforms import (
+    build_eval_transform,
+    build_train_transform,
+    check_train_geometry,
+)
 
 SYNTHETIC_SCALE_RANGE = (1.0, 1.5)  # rendered at crop size: only zoom in, never pad with ignore
 REAL_SCALE_RANGE = (0.5, 2.0)
@@ -87,6 +91,10 @@ class DomainPairDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.normalization = resolve_normalization(mean, std)
+        try:  # here, not at setup: a size typo is a configuration error, named before any work
+            check_train_geometry(crop_size, scale_range or REAL_SCALE_RANGE, base_size)
+        except ValueError as error:
+            raise ValueError(f"data.init_args.{error}") from None
         self.save_hyperparameters()
         # specs are stored as plain YAML mappings in hparams.yaml and checkpoints
         for role in ("source", "target", "target_val", "target_test"):

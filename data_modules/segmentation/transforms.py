@@ -77,11 +77,8 @@ def build_train_transform(
         seed: albumentations seed (workers reseed their own copy).
         normalization: ``(mean, std)`` of the backbone's weights; ``None`` = ImageNet's.
     """
+    check_train_geometry(crop_size, scale_range, base_size)
     low, high = scale_range
-    if crop_size < 1 or not 0 < low <= high:
-        raise ValueError(
-            f"need crop_size >= 1 and 0 < scale_range[0] <= scale_range[1], got {crop_size}, {scale_range}"
-        )
     steps: list[A.BasicTransform] = [*_base_resize(base_size)]
     if (low, high) != (1.0, 1.0):
         steps.append(
@@ -102,6 +99,21 @@ def build_train_transform(
     return SegmentationTransform(steps, seed, normalization)
 
 
+def check_train_geometry(crop_size: int, scale_range: tuple[float, float], base_size: int | None) -> None:
+    """Refuse sizes no training pipeline can use; each message starts with the argument's name, so a
+    data module can prefix its config path (the checks run when it is built, not at its ``setup``)."""
+    if crop_size < 1:
+        raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+        raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, got {list(scale_range)}")
+    check_base_size(base_size)
+
+
+def check_base_size(base_size: int | None) -> None:
+    if base_size is not None and base_size < 1:
+        raise ValueError(f"base_size must be >= 1 or null, got {base_size}")
+
+
 def build_eval_transform(
     base_size: int | None = None, normalization: Normalization | None = None
 ) -> SegmentationTransform:
@@ -112,10 +124,9 @@ def build_eval_transform(
 
 
 def _base_resize(base_size: int | None) -> tuple[A.BasicTransform, ...]:
+    check_base_size(base_size)
     if base_size is None:
         return ()
-    if base_size < 1:
-        raise ValueError(f"base_size must be >= 1 or None, got {base_size}")
     return (
         A.SmallestMaxSize(
             max_size=base_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=MASK_INTERPOLATION

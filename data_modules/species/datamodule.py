@@ -33,7 +33,12 @@ from data_modules.species.species_catalogue import (
 )
 from data_modules.species.splits import stratified_split
 from data_modules.species.synthetic_species import SyntheticSpecies
-from data_modules.species.transforms import SpeciesTransform, build_eval_transform, build_train_transform
+from data_modules.species.transforms import (
+    SpeciesTransform,
+    build_eval_transform,
+    build_train_transform,
+    check_sizes,
+)
 
 
 class SpeciesDataModule(L.LightningDataModule):
@@ -89,8 +94,17 @@ class SpeciesDataModule(L.LightningDataModule):
         self.normalization = resolve_normalization(mean, std)
         if dataset not in SYNTHETIC_SETS and root is None:
             raise ValueError(f"dataset {dataset!r} needs root=<folder>")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        # checked here, not at setup: a typo is a configuration error, named before any work
+        try:
+            check_sizes(image_size, resize_size)
+        except ValueError as error:
+            raise ValueError(f"data.init_args.{error}") from None
+        for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= fraction < 1.0:
+                raise ValueError(f"data.init_args.{key} must be in [0, 1), got {fraction}")
+        for key, count in (("num_train_images", num_train_images), ("num_test_images", num_test_images)):
+            if count is not None and count < 1:
+                raise ValueError(f"data.init_args.{key} must be >= 1 or null, got {count}")
         self.save_hyperparameters()
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None

@@ -18,6 +18,7 @@ from data_modules.species.validation import (
     check_same_ids,
     first_existing,
     load_matlab,
+    matlab_ints,
     parse_float,
     parse_int,
     read_lines,
@@ -188,10 +189,15 @@ def _car_rows_from_mat(path: Path) -> list[tuple[int, str, tuple[float, ...], in
     fields = ("fname", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class")
     if table.dtype.names is None or any(f not in table.dtype.names for f in fields):
         raise SpeciesDataError(f"{path}: 'annotations' must be a struct array with fields {fields}")
-    return [
-        (entry, str(row["fname"]), tuple(float(row[f]) for f in fields[1:5]), int(row["class"]))
-        for entry, row in enumerate(table, start=1)
-    ]
+    try:
+        return [
+            (entry, str(row["fname"]), tuple(float(row[f]) for f in fields[1:5]), int(row["class"]))
+            for entry, row in enumerate(table, start=1)
+        ]
+    except (TypeError, ValueError) as error:
+        raise SpeciesDataError(
+            f"{path}: 'annotations' holds a box or class that is not a number: {error}"
+        ) from None
 
 
 def read_flowers102(root: Path) -> SpeciesIndex:
@@ -209,7 +215,7 @@ def read_flowers102(root: Path) -> SpeciesIndex:
         labels = [parse_int(fields[0], labels_file, line) for line, fields in read_rows(labels_file, 1)]
     else:
         labels_file = require_file(root / "imagelabels.mat", "Flowers-102 labels (imagelabels.txt or .mat)")
-        labels = [int(v) for v in np.atleast_1d(load_matlab(labels_file, ["labels"], text_hint)["labels"])]
+        labels = matlab_ints(load_matlab(labels_file, ["labels"], text_hint), "labels", labels_file)
     if (root / "trnid.txt").exists():
         ids = {key: _read_id_list(root / f"{key}.txt") for key in ("trnid", "valid", "tstid")}
         sources = {key: root / f"{key}.txt" for key in ids}
@@ -218,7 +224,7 @@ def read_flowers102(root: Path) -> SpeciesIndex:
             root / "setid.mat", "Flowers-102 split ids (trnid.txt/valid.txt/tstid.txt or setid.mat)"
         )
         setid = load_matlab(setid_file, ["trnid", "valid", "tstid"], text_hint)
-        ids = {key: [int(v) for v in np.atleast_1d(setid[key])] for key in ("trnid", "valid", "tstid")}
+        ids = {key: matlab_ints(setid, key, setid_file) for key in ("trnid", "valid", "tstid")}
         sources = dict.fromkeys(ids, setid_file)
     if not labels or min(labels) < 1:
         raise SpeciesDataError(

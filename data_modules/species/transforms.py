@@ -90,7 +90,7 @@ def build_train_transform(
     normalization: Normalization | None = None,
 ) -> SpeciesTransform:
     """Resize(resize) -> RandomCrop(image_size) -> HorizontalFlip; ``resize_size`` None = image_size."""
-    resize = _check_sizes(image_size, resize_size)
+    resize = check_sizes(image_size, resize_size)
     return SpeciesTransform(
         [_resize(resize), A.RandomCrop(image_size, image_size), A.HorizontalFlip(p=0.5)], seed, normalization
     )
@@ -100,14 +100,15 @@ def build_eval_transform(
     image_size: int, resize_size: int | None = None, normalization: Normalization | None = None
 ) -> SpeciesTransform:
     """Resize(resize) -> CenterCrop(image_size): deterministic."""
-    resize = _check_sizes(image_size, resize_size)
+    resize = check_sizes(image_size, resize_size)
     return SpeciesTransform([_resize(resize), A.CenterCrop(image_size, image_size)], 0, normalization)
 
 
-def _check_sizes(image_size: int, resize_size: int | None) -> int:
+def check_sizes(image_size: int, resize_size: int | None) -> int:
+    """The resize side (``image_size`` when not given); the message starts with the argument's name."""
     resize = image_size if resize_size is None else resize_size
     if image_size < 1 or resize < image_size:
         raise ValueError(
-            f"need 1 <= image_size <= resize_size, got image_size={image_size}, resize_size={resize}"
+            f"image_size must be >= 1 and <= resize_size, got image_size={image_size}, resize_size={resize}"
         )
     return resize

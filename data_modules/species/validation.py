@@ -11,6 +11,8 @@ import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -122,3 +124,11 @@ def load_matlab(path: Path, keys: Iterable[str], text_alternative: str) -> dict:
         if key not in contents:
             raise SpeciesDataError(f"{path}: MATLAB file has no variable {key!r}")
     return contents
+
+
+def matlab_ints(contents: dict, key: str, path: Path) -> list[int]:
+    """Variable ``key`` of a loaded MATLAB file as a flat list of ints, or an error naming the file."""
+    try:
+        return [int(value) for value in np.atleast_1d(contents[key])]
+    except (TypeError, ValueError) as error:
+        raise SpeciesDataError(f"{path}: MATLAB variable {key!r} must hold integers: {error}") from None

@@ -325,8 +325,12 @@ def test_train_scale_range_rescales_before_the_crop_and_is_checked():
     assert int((half == IGNORE_INDEX).sum()) == 32 * 32 - 16 * 16
     _, double = build_train_transform(32, (2.0, 2.0), color_jitter=False, seed=0)(image, mask)
     assert int((double == IGNORE_INDEX).sum()) == 0
-    with pytest.raises(ValueError, match=r"scale_range\[0\] <= scale_range\[1\], got 32, \(1\.5, 0\.5\)"):
+    with pytest.raises(
+        ValueError, match=r"scale_range must be \[low, high\] with 0 < low <= high, got \[1\.5, 0\.5\]"
+    ):
         build_train_transform(32, (1.5, 0.5))
+    with pytest.raises(ValueError, match="crop_size must be >= 1, got 0"):
+        build_train_transform(0, (1.0, 1.0))
 
 
 def test_reseeding_a_transform_restarts_its_random_stream():

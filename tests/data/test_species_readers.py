@@ -286,6 +286,9 @@ def test_flowers_text_and_matlab_layouts_agree(tmp_path):
     write_lines(tmp_path / "tstid.txt", ["5 2"])
     with pytest.raises(SpeciesDataError, match=r"tstid\.txt: image id 2 is also in trnid"):
         read_species_index("flowers", tmp_path)
+    scipy_io.savemat(mat_root / "setid.mat", {"trnid": ["a", "b"], "valid": [[3, 4]], "tstid": [[5, 6]]})
+    with pytest.raises(SpeciesDataError, match=r"setid\.mat: MATLAB variable 'trnid' must hold integers"):
+        read_species_index("flowers", mat_root)
 
 
 def test_inat_folders(tmp_path):
@@ -326,3 +329,7 @@ def test_stanford_cars_devkit_matlab(tmp_path):
         ("00000.jpg", 1, (1.0, 2.0, 10.0, 8.0)),
         ("00001.jpg", 0, (0.0, 0.0, 5.0, 5.0)),
     ]
+    annotations[0]["class"] = "two"
+    scipy_io.savemat(tmp_path / "cars_test_annos_withlabels.mat", {"annotations": annotations[None]})
+    with pytest.raises(SpeciesDataError, match=r"cars_test_annos_withlabels\.mat: .* not a number"):
+        read_species_index("cars", tmp_path)

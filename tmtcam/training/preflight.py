@@ -20,6 +20,8 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from data_modules.normalization import Normalization
+from data_modules.segmentation import SegmentationDataError
+from data_modules.species import SpeciesDataError
 from tmtcam.backbones.vit import ViTBackbone
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -178,7 +180,9 @@ def check_data(
     ``FileNotFoundError`` naming the config key and path) is then set up here: files indexed and
     paired, split lists read, ``verify`` run. A wrong suffix, an image without its mask or a split
     list naming a missing file is then one message, not a traceback after the run dir was created;
-    Lightning's own ``setup`` call later finds the work done. Other data modules are left to
+    Lightning's own ``setup`` call later finds the work done. Only the data modules' own error
+    classes (and a missing file) count as bad data: any other exception from ``setup`` is a bug and
+    keeps its traceback, instead of reading as "invalid data". Other data modules are left to
     Lightning (their ``setup`` may need ``prepare_data`` first). Last, a ``num_classes`` the model
     was given must be the data's.
     """
@@ -188,7 +192,7 @@ def check_data(
     try:
         check_folders(stage)
         datamodule.setup(stage)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, SegmentationDataError, SpeciesDataError) as error:
         raise DataError(f"{type(error).__name__}: {error}") from error
     model_classes = (getattr(model, "hparams", None) or {}).get("num_classes")
     data_classes = getattr(datamodule, "num_classes", None)
