@@ -118,7 +118,8 @@ def test_a_csv_logger_first_does_not_lend_its_version_folder_to_wandb(tmp_path):
 
 
 def _torchrun(work: Path, config: Path, max_steps: int, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NPROC="2", RUN_DIR=str(work / "run"))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("WANDB_")}
+    env.update(NPROC="2", RUN_DIR=str(work / "run"), WANDB_MODE="offline")
     overrides = ["--trainer.accelerator", "cpu", "--trainer.max_steps", str(max_steps), *extra]
     return subprocess.run(
         ["bash", str(SCRIPTS / "torchrun.sh"), str(config), *overrides],
@@ -128,15 +129,26 @@ def _torchrun(work: Path, config: Path, max_steps: int, *extra: str) -> subproce
 
 @pytest.mark.slow
 def test_torchrun_script_trains_on_two_processes_and_resumes_only_when_asked(tmp_path):
-    config = _workdir_config(tmp_path)
+    """With W&B first (offline), the resumed run continues the first one's W&B run and checkpoint
+    folder; the id is W&B's own, not one fixed by the run dir's name (a run dir deleted and started
+    again online would then append to the old W&B run)."""
+    pytest.importorskip("wandb")
+    config = tmt_config()
+    config["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {}}]
+    config = _workdir_config(tmp_path, config)
     first = _torchrun(tmp_path, config, max_steps=2)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "MEMBER: 2/2" in first.stdout + first.stderr  # Lightning saw both torchrun processes
     (last,) = (tmp_path / "run").rglob("last.ckpt")
     assert torch.load(last, weights_only=False)["global_step"] == 2
+    run_id = last.parent.parent.name
+    assert run_id != "tmtcam-run" and last.parent.parent.parent.name == "lightning_logs", last
     unasked = _torchrun(tmp_path, config, max_steps=4)  # e.g. stage 2 of the same config: refused
     assert unasked.returncode != 0 and "Resume that run with --ckpt_path last" in unasked.stderr
     again = _torchrun(tmp_path, config, 4, "--ckpt_path", "last")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Restoring states from the checkpoint" in again.stderr or "Restored all states" in again.stderr
     assert torch.load(last, weights_only=False)["global_step"] == 4
+    assert [p.parent.parent.name for p in (tmp_path / "run").rglob("last.ckpt")] == [run_id]
+    runs = sorted(p.name for p in (tmp_path / "run").rglob("offline-run-*"))
+    assert len(runs) == 2 and all(name.endswith(f"-{run_id}") for name in runs), runs

@@ -8,6 +8,9 @@
 # To resume, run it again with the same RUN_DIR and `--ckpt_path last`. Nothing resumes by itself: a
 # stage-2 run of the same config would otherwise silently continue stage 1 (the run dir is named
 # after the config); a run dir that already holds a run is refused instead, with this advice.
+# W&B: a new run gets a new W&B run; `--ckpt_path last` continues the W&B run whose checkpoint it
+# resumes (the id is read from the checkpoint's folder), so deleting runs/ and starting again never
+# appends to an old run of the same name.
 set -euo pipefail
 CONFIG=${1:?usage: torchrun.sh CONFIG.yaml [overrides...]}
 shift
@@ -17,8 +20,6 @@ if [ "${NPROC:-0}" -lt 1 ]; then
   exit 2
 fi
 RUN_DIR=${RUN_DIR:-runs/$(basename "$(dirname "$CONFIG")")-$(basename "$CONFIG" .yaml)}  # runs/tmt-synthetic
-export WANDB_RUN_ID=${WANDB_RUN_ID:-tmtcam-$(basename "$RUN_DIR")}
-export WANDB_RESUME=allow
 export NO_ALBUMENTATIONS_UPDATE=1
 
 .venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m tmtcam fit --config "$CONFIG" \
