@@ -134,6 +134,19 @@ def test_root_dir_on_the_command_line_moves_logs_and_checkpoints_and_feeds_stage
     ]
 
 
+def test_a_fast_dev_run_smoke_test_leaves_no_checkpoint_to_block_the_real_run(tmp_path, capsys, monkeypatch):
+    """Lightning writes ``last.ckpt`` at the end of a ``fast_dev_run``; the run dir then looked like an
+    earlier run's, and the real ``fit`` after the smoke test was refused."""
+    run = ["fit", "--config", str(write_config(tmp_path / "tmt.yaml", tmt_config())),
+           "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    code, err = run_cli([*run, "--trainer.fast_dev_run", "true"], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+    code, err = run_cli([*run, "--trainer.max_steps", "1"], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    assert len(list((tmp_path / "run").rglob("last.ckpt"))) == 1
+
+
 def test_resuming_a_wandb_run_keeps_its_run_id_and_checkpoint_folder(tmp_path, capsys, monkeypatch):
     """Without the id read back from the checkpoint's path, the resumed run got a new W&B id, its
     checkpoints a new folder, and ModelCheckpoint forgot its best score ("dirpath has changed")."""

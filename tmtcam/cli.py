@@ -64,14 +64,13 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
     writes its outputs to files.
     """
     from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from tmtcam.training.checked_cli import CheckedLightningCLI, ShortUsageParser
     from tmtcam.training.config_logging import SaveAndLogConfig
-    from tmtcam.training.guards import NonFiniteLossGuard, RunDirGuard
+    from tmtcam.training.guards import LastCheckpoint, NonFiniteLossGuard, RunDirGuard
 
     callbacks = [
-        ModelCheckpoint(save_last=True, save_top_k=0),  # last.ckpt only: no second copy of it
+        LastCheckpoint(),
         NonFiniteLossGuard(),
         RunDirGuard(refuse_existing_checkpoints=True),
     ]  # + the PredictionFileWriter, configurable as --prediction_writer.* (CheckedLightningCLI)

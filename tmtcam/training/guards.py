@@ -6,6 +6,7 @@
   the new run's ``last.ckpt`` would silently replace (resuming with ``--ckpt_path`` is allowed).
 * :class:`NonFiniteLossGuard` stops at the first NaN/inf loss *before* backward, so the weights are
   never overwritten with NaN and the last good checkpoint stays the newest one on disk.
+* :class:`LastCheckpoint` keeps ``last.ckpt``, except from a ``fast_dev_run`` smoke test.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class TrainingFault(RuntimeError):
@@ -138,3 +140,19 @@ def _newest_checkpoint(trainer: Trainer) -> str | None:
     paths.append(str(trainer.ckpt_path) if trainer.ckpt_path else "")
     existing = [p for p in paths if p and Path(p).is_file()]
     return existing[0] if existing else None
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` only (no second, monitored copy), and none from a ``fast_dev_run`` smoke test.
+
+    Lightning skips every checkpoint under ``fast_dev_run`` except the one ``on_train_end`` writes for
+    ``save_last`` (Lightning 2.6). That file made the run dir look like an earlier run's, so the real
+    ``fit`` that follows a smoke test in the same run dir was refused (:func:`tmtcam.training.checked_cli.check_fresh_run_dir`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(save_last=True, save_top_k=0)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
