@@ -85,6 +85,19 @@ def test_inf_loss_after_resume_names_the_step_and_leaves_the_earlier_run_untouch
     assert torch.load(kept, weights_only=False)["global_step"] == 4
 
 
+def test_a_diverging_tmt_run_stops_at_the_nan_loss_not_inside_k_means(tmp_path, capsys, monkeypatch):
+    """With lr = 1e38 the weights become NaN after the first update; the next step's patch features
+    are NaN before any loss. k-means used to raise on them (a traceback); now the loss guard names the step."""
+    config = tmt_config(lr=1e38)
+    config["trainer"]["max_steps"] = 6
+    args = ["fit", "--config", str(write_config(tmp_path / "tmt.yaml", config)),
+            "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    code, err = run_cli(args, capsys, monkeypatch)
+    assert code == 1, err[-3000:]
+    assert re.search(r"TrainingFault: training loss is nan at global step [1-5]\b", err), err[-3000:]
+    assert "Traceback" not in err and "k-means" not in err
+
+
 @pytest.mark.parametrize("loggers", [False, True], ids=["no_logger", "wandb_and_csv"])
 def test_a_fresh_run_in_a_run_dir_with_an_earlier_run_is_refused(tmp_path, capsys, monkeypatch, loggers):
     """Also when W&B would give the new run its own folder: --ckpt_path last would then resume the

@@ -53,8 +53,14 @@ def patch_positions(grid: tuple[int, int], device: torch.device | None = None) -
 
 
 def clustering_points(features: torch.Tensor, grid: tuple[int, int], spatial_weight: float) -> torch.Tensor:
-    """(B, N, D + 2) float32 points: normalised features beside weighted patch positions."""
-    normed = F.normalize(features.detach().float(), dim=-1)
+    """(B, N, D + 2) float32 points: normalised features beside weighted patch positions.
+
+    Non-finite features (a step that diverged) are clustered as zeros rather than refused: the same
+    NaN reaches the loss, where ``NonFiniteLossGuard`` stops the run on every rank with one message
+    naming the step, instead of k-means raising on one rank.
+    """
+    finite = torch.nan_to_num(features.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
+    normed = F.normalize(finite, dim=-1)
     positions = patch_positions(grid, features.device) * spatial_weight
     return torch.cat([normed, positions.expand(features.shape[0], -1, -1)], dim=-1)
 
