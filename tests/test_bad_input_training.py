@@ -198,7 +198,9 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
     )
     truncated = folder / "truncated.ckpt"
     truncated.write_bytes(tmt6.read_bytes()[: tmt6.stat().st_size // 2])
-    return {"promptcam": promptcam, "tmt6": tmt6, "truncated": truncated}
+    weights = folder / "weights.pth"
+    torch.save(segmenter.state_dict(), weights)
+    return {"promptcam": promptcam, "tmt6": tmt6, "truncated": truncated, "weights": weights}
 
 
 @pytest.mark.parametrize(
@@ -210,8 +212,9 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
         ),
         ("tmt6", "has 6 classes but this run has 8 (model.init_args.num_classes)"),
         ("truncated", "cannot be read as a checkpoint"),
+        ("weights", "is not a Lightning checkpoint (a bare state dict or weights file?)"),
     ],
-    ids=["promptcam_into_tmt", "6_into_8_classes", "truncated"],
+    ids=["promptcam_into_tmt", "6_into_8_classes", "truncated", "state_dict"],
 )
 @pytest.mark.parametrize("command", ["fit", "validate"])
 def test_checkpoint_of_another_task_or_class_count_is_refused_in_words(
@@ -232,6 +235,23 @@ def test_checkpoint_of_another_task_or_class_count_is_refused_in_words(
     assert code == 1, err[-3000:]
     assert f"CheckpointMismatch: --ckpt_path {path}" in err and expected in err
     assert "size mismatch" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "test", "predict"])
+def test_a_ckpt_path_that_is_no_file_is_refused_before_the_run_dir_is_written(
+    tmp_path, capsys, monkeypatch, command
+):
+    config = write_config(tmp_path / "tmt.yaml", tmt_config())
+    run = [command, "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run")]
+    missing = tmp_path / "nope.ckpt"
+    code, err = run_cli([*run, "--ckpt_path", str(missing)], capsys, monkeypatch)
+    assert code == 2 and f"--ckpt_path {missing}: no such checkpoint file" in err, err[-3000:]
+    folder = tmp_path / "old_run"
+    folder.mkdir()
+    code, err = run_cli([*run, "--ckpt_path", str(folder)], capsys, monkeypatch)
+    assert code == 2 and f"--ckpt_path last --trainer.default_root_dir {folder}" in err, err[-3000:]
+    assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 

@@ -51,6 +51,7 @@ USER_FACING_ERRORS = (
     ConfigError, TrainingFault, CheckpointMismatch, WeightsError, SegmentationDataError, SpeciesDataError,
 )  # fmt: skip
 # what constructors raise for a bad argument value (FileNotFoundError: e.g. a missing init checkpoint)
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")  # --ckpt_path words Lightning resolves itself
 CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFoundError)
 
 
@@ -81,7 +82,12 @@ class CheckedLightningCLI(LightningCLI):
         init_args = model.get("init_args") or {}
         # the weights file as this run gives it: LightningCLI replaces it by the checkpoint's next
         self._given_weights = (init_args.get("backbone") or {}).get("weights")
-        if ckpt_path and Path(ckpt_path).is_file():
+        if (
+            ckpt_path
+            and str(ckpt_path) not in LIGHTNING_CKPT_NAMES
+            and not str(ckpt_path).startswith("registry")
+        ):
+            check_ckpt_path_is_file(ckpt_path)
             check_checkpoint_file(ckpt_path, model.get("class_path"), init_args.get("num_classes"))
 
     def before_instantiate_classes(self) -> None:
@@ -115,6 +121,19 @@ class CheckedLightningCLI(LightningCLI):
             raise ConfigError(f"{kind}{cause}") from error
         check_input_geometry(self.model, self.datamodule)
         check_data(self.model, self.datamodule, self.subcommand)
+
+
+def check_ckpt_path_is_file(ckpt_path: str) -> None:
+    """A ``--ckpt_path`` that is no file is refused here, before the run dir is written (Lightning
+    would first write ``config.yaml`` and ``hparams.yaml``, then stop with a traceback)."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} is a folder; give a .ckpt file in it, or resume the run kept there "
+            f"with --ckpt_path last --trainer.default_root_dir {ckpt_path}"
+        )
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
 
 
 def use_current_file_paths(model_args: Namespace, ckpt_path: str, given_weights: str | None) -> None:

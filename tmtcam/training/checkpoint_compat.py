@@ -111,7 +111,13 @@ def check_checkpoint_file(
             f"{source} {path}: cannot be read as a checkpoint ({type(err).__name__}: {reason}); "
             f"is it truncated (an interrupted save or copy) or not a Lightning .ckpt file?"
         ) from err
-    stamp = checkpoint.get(STAMP_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+        raise CheckpointMismatch(
+            f"{source} {path} is not a Lightning checkpoint (a bare state dict or weights file?). "
+            f"A run's .ckpt resumes or is evaluated; weights start a run: model.init_args.backbone.weights "
+            f"(a backbone's) or, for TMT, model.init_args.init_checkpoint (a segmenter's)"
+        )
+    stamp = checkpoint.get(STAMP_KEY)
     if stamp is None:
         return
     task = class_path.rsplit(".", 1)[-1] if class_path else None
