@@ -201,6 +201,17 @@ def test_impossible_species_settings_are_configuration_errors_naming_the_key(
     assert_refused(tmp_path, code, err, f"invalid configuration: {named}")
 
 
+def test_promptcam_fit_with_max_steps_but_no_max_epochs_names_trainer_max_epochs(
+    tmp_path, capsys, monkeypatch
+):
+    """Its LR schedule is counted in epochs; the error came from configure_optimizers, as a traceback
+    after the run dir was written."""
+    config = promptcam_config()
+    assert "max_epochs" not in config["trainer"] and config["trainer"]["max_steps"] == 2
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "trainer.max_epochs is not set", "--trainer.max_epochs N")
+
+
 def test_a_bug_in_data_setup_keeps_its_traceback_and_is_not_called_invalid_data(
     tmp_path, capsys, monkeypatch
 ):

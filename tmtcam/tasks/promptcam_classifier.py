@@ -82,6 +82,9 @@ def build_classifier(
 class PromptCAMClassifier(LightningModule):
     """Frozen ViT + Prompt-CAM class prompts (or ``linear_probe`` / ``vpt``), trained with cross-entropy.
 
+    Its warm-up + cosine LR schedule is counted in epochs, as the paper's recipe is, so ``fit`` needs
+    ``trainer.max_epochs`` (``lr_schedule_in_epochs``: the CLI checks it before anything is written).
+
     Args:
         backbone: :class:`ViTBackbone` arguments, e.g. ``{model_name: vit_base_patch16_224.dino, weights: /path}``.
         num_classes: number of classes; ``None`` reads ``datamodule.num_classes`` at setup.
@@ -101,6 +104,8 @@ class PromptCAMClassifier(LightningModule):
         heatmap_every_n_epochs: grid logging period.
         class_names: captions; ``None`` reads ``datamodule.class_names`` when present.
     """
+
+    lr_schedule_in_epochs = True
 
     def __init__(
         self,
@@ -315,7 +320,7 @@ class PromptCAMClassifier(LightningModule):
         total = self.trainer.estimated_stepping_batches
         trainer_epochs = self.trainer.max_epochs
         if not math.isfinite(total) or not trainer_epochs or trainer_epochs < 1:
-            raise ValueError("the LR schedule needs a finite run: set trainer.max_epochs")
+            raise ValueError("Prompt-CAM's LR schedule is counted in epochs: set trainer.max_epochs")
         steps_per_epoch = total / trainer_epochs
         schedule_steps = int(steps_per_epoch * (hp.max_epochs or trainer_epochs))
         warmup_steps = int(steps_per_epoch * hp.warmup_epochs)

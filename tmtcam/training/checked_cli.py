@@ -39,6 +39,7 @@ from tmtcam.training.preflight import (
     ConfigError,
     check_data,
     check_devices,
+    check_epoch_schedule,
     check_input_geometry,
     check_schedule_length,
     fill_normalization,
@@ -121,6 +122,8 @@ class CheckedLightningCLI(LightningCLI):
             raise ConfigError(f"{kind}{cause}") from error
         check_input_geometry(self.model, self.datamodule)
         check_data(self.model, self.datamodule, self.subcommand)
+        if self.subcommand == "fit":
+            check_epoch_schedule(self.model, self.trainer.max_epochs)
 
 
 def check_ckpt_path_is_file(ckpt_path: str) -> None:

@@ -131,6 +131,17 @@ def check_schedule_length(model_max_epochs: Any, trainer_max_epochs: Any) -> Non
         )
 
 
+def check_epoch_schedule(model: LightningModule, max_epochs: int | None) -> None:
+    """A model whose LR schedule is counted in epochs (``lr_schedule_in_epochs``) needs
+    ``trainer.max_epochs``: with ``trainer.max_steps`` alone Lightning sets it to -1 (unbounded)."""
+    if getattr(model, "lr_schedule_in_epochs", False) and (max_epochs is None or max_epochs < 1):
+        raise ConfigError(
+            f"trainer.max_epochs is not set ({max_epochs}): {type(model).__name__}'s warm-up + cosine LR "
+            f"schedule is counted in epochs, so trainer.max_steps alone cannot size it. Set "
+            f"--trainer.max_epochs N (trainer.max_steps may stay, as a cap)"
+        )
+
+
 def check_input_geometry(model: LightningModule, datamodule: LightningDataModule | None) -> None:
     """The data's training image side must tile into patches, and the model must accept that size.
 
