@@ -16,6 +16,18 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
 
 
+def check_loader_settings(batch_size: int, val_batch_size: int | None, num_workers: int) -> None:
+    """Refuse loader settings PyTorch would refuse only when the first loader is built (after the
+    run dir is written), naming the data module's key."""
+    for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"data.init_args.{key} must be >= 1, got {value}")
+    if num_workers < 0:
+        raise ValueError(
+            f"data.init_args.num_workers must be >= 0 (0: load in the main process), got {num_workers}"
+        )
+
+
 def seed_worker_transform(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation stream per worker.
 

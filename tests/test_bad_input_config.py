@@ -174,6 +174,8 @@ def test_unreadable_data_is_one_message_before_the_run_dir_is_written(tmp_path, 
         (dict(crop_size=0), "data.init_args.crop_size must be >= 1, got 0"),
         (dict(scale_range=[2.0, 1.0]), "data.init_args.scale_range must be [low, high] with 0 < low <= high"),
         (dict(base_size=-1), "data.init_args.base_size must be >= 1 or null, got -1"),
+        (dict(batch_size=0), "data.init_args.batch_size must be >= 1, got 0"),
+        (dict(num_workers=-1), "data.init_args.num_workers must be >= 0"),
     ],
 )
 def test_impossible_segmentation_sizes_are_configuration_errors_naming_the_key(
@@ -192,6 +194,7 @@ def test_impossible_segmentation_sizes_are_configuration_errors_naming_the_key(
         (dict(num_train_images=0), "data.init_args.num_train_images must be >= 1 or null, got 0"),
         (dict(test_fraction=1.0), "data.init_args.test_fraction must be in [0, 1), got 1.0"),
         (dict(image_size=32, resize_size=16), "data.init_args.image_size must be >= 1 and <= resize_size"),
+        (dict(val_batch_size=0), "data.init_args.val_batch_size must be >= 1, got 0"),
     ],
 )
 def test_impossible_species_settings_are_configuration_errors_naming_the_key(
@@ -199,6 +202,35 @@ def test_impossible_species_settings_are_configuration_errors_naming_the_key(
 ):
     code, err = run_cli(fit(tmp_path, promptcam_config(**config)), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, f"invalid configuration: {named}")
+
+
+@pytest.mark.parametrize(
+    ("model_args", "named"),
+    [
+        (dict(prompt_variant="foo"), "model.init_args.prompt_variant='foo': expected 'deep', 'shallow'"),
+        (
+            dict(prompt_variant="intermediate(9)"),
+            "model.init_args.prompt_variant='intermediate(9)': block index",
+        ),
+        (dict(prompt_dropout=1.5), "model.init_args.prompt_dropout must be in [0, 1], got 1.5"),
+    ],
+)
+def test_prompt_settings_are_refused_when_the_classes_come_from_the_data(
+    tmp_path, capsys, monkeypatch, model_args, named
+):
+    """Without num_classes the classifier is built at setup; its settings are checked with the config."""
+    config = promptcam_config()
+    config["trainer"]["max_epochs"] = 1
+    del config["model"]["init_args"]["num_classes"]
+    config["model"]["init_args"].update(model_args)
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, f"invalid configuration: {named}")
+
+
+def test_acte_alpha_out_of_range_is_refused_with_the_config(tmp_path, capsys, monkeypatch):
+    config = tmt_config(acte={"k_choices": [2, 4], "hidden_dim": 16, "alpha": 1.5})
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "model.init_args.acte.alpha must be in [0, 1], got 1.5")
 
 
 def test_promptcam_fit_with_max_steps_but_no_max_epochs_names_trainer_max_epochs(

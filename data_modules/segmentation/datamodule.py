@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.loaders import seeded_loader
+from data_modules.loaders import check_loader_settings, seeded_loader
 from data_modules.normalization import resolve_normalization
 from data_modules.segmentation.factory import build_segmentation_dataset, domain_class_names
 from data_modules.segmentation.image_dataset import (
@@ -91,6 +91,7 @@ class DomainPairDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.normalization = resolve_normalization(mean, std)
+        check_loader_settings(batch_size, val_batch_size, num_workers)
         try:  # here, not at setup: a size typo is a configuration error, named before any work
             check_train_geometry(crop_size, scale_range or REAL_SCALE_RANGE, base_size)
         except ValueError as error:

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from data_modules.loaders import seeded_loader
+from data_modules.loaders import check_loader_settings, seeded_loader
 from data_modules.normalization import resolve_normalization
 from data_modules.species.factory import (
     SYNTHETIC_SETS,
@@ -94,6 +94,7 @@ class SpeciesDataModule(L.LightningDataModule):
         self.normalization = resolve_normalization(mean, std)
         if dataset not in SYNTHETIC_SETS and root is None:
             raise ValueError(f"dataset {dataset!r} needs root=<folder>")
+        check_loader_settings(batch_size, val_batch_size, num_workers)
         # checked here, not at setup: a typo is a configuration error, named before any work
         try:
             check_sizes(image_size, resize_size)

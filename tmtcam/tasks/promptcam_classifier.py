@@ -40,6 +40,7 @@ from tmtcam.metrics.interpretability import (
 from tmtcam.promptcam.baselines import LinearProbe, VPTClassifier
 from tmtcam.promptcam.evaluation import pointing_tolerance
 from tmtcam.promptcam.model import FrozenBackboneModel, PromptCAM
+from tmtcam.promptcam.prompts import parse_prompt_variant
 from tmtcam.promptcam.rendering import explanation_rows
 from tmtcam.promptcam.saliency_baselines import grad_cam_maps
 from tmtcam.promptcam.trait_maps import explain_batch
@@ -77,6 +78,22 @@ def build_classifier(
             backbone, num_classes, num_prompts=vpt_num_prompts, prompt_dropout=prompt_dropout
         )
     raise ValueError(f"model.init_args.method must be 'promptcam', 'linear_probe' or 'vpt', got {method!r}")
+
+
+def check_prompt_settings(
+    method: str, prompt_variant: str, prompt_dropout: float, vpt_num_prompts: int, depth: int
+) -> None:
+    """Refuse impossible prompt settings when the task is built, naming the key: with ``num_classes``
+    left to the data the classifier itself is only built at ``setup``, after the run dir is written."""
+    if method == "promptcam":
+        try:
+            parse_prompt_variant(prompt_variant, depth)
+        except ValueError as error:
+            raise ValueError(f"model.init_args.{error}") from None
+    if not 0.0 <= prompt_dropout <= 1.0:
+        raise ValueError(f"model.init_args.prompt_dropout must be in [0, 1], got {prompt_dropout}")
+    if method == "vpt" and vpt_num_prompts < 1:
+        raise ValueError(f"model.init_args.vpt_num_prompts must be >= 1, got {vpt_num_prompts}")
 
 
 class PromptCAMClassifier(LightningModule):
@@ -143,6 +160,7 @@ class PromptCAMClassifier(LightningModule):
         # data: a missing or corrupt weights file is then refused before the trainer writes anything
         self._pending_backbone: ViTBackbone | None = None
         built = build_backbone(backbone)  # refuses a missing or corrupt weights file
+        check_prompt_settings(method, prompt_variant, prompt_dropout, vpt_num_prompts, built.depth)
         weights = backbone.get("weights")
         self._weights_sha256 = file_sha256(weights) if weights else None  # checked against checkpoints
         # nothing outside the checkpoint can rebuild a randomly initialised backbone, so it is kept

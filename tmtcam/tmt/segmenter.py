@@ -163,6 +163,8 @@ class TMTSegmenter(nn.Module):
             self.probe = nn.Sequential(
                 nn.LayerNorm(backbone.embed_dim), nn.Linear(backbone.embed_dim, num_classes)
             )
+        if not 0.0 <= self.acte_options.alpha <= 1.0:  # here, not at the first step
+            raise ValueError(f"model.init_args.acte.alpha must be in [0, 1], got {self.acte_options.alpha}")
         if self.acte_options.align not in ALIGN_UNITS:
             raise ValueError(
                 f"model.init_args.acte.align must be one of {ALIGN_UNITS}, got {self.acte_options.align!r}"
