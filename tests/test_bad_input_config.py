@@ -329,6 +329,35 @@ def test_accelerator_gpu_without_a_gpu_is_refused_before_any_work(tmp_path, monk
     assert not out.exists(), "a refused run must not write anything"
 
 
+@pytest.mark.parametrize(
+    ("command", "named"),
+    [
+        (["demo", "tmt", "--source-steps", "-1"], "argument --source-steps: must be >= 1, got -1"),
+        (["demo", "promptcam", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+        (["demo", "promptcam", "--top-k", "0"], "argument --top-k: must be >= 1, got 0"),
+        (
+            ["demo", "promptcam", "--image-size", "30"],
+            "--image-size 30: must be a multiple of the patch size 8",
+        ),
+        (["demo", "promptcam", "--prompt-variant", "foo"], "--prompt-variant: prompt_variant='foo'"),
+        (["bench", "tmt", "--seeds", "0"], "argument --seeds: must be >= 1, got 0"),
+    ],
+)
+def test_demo_and_bench_options_that_cannot_run_are_refused_before_any_work(tmp_path, capsys, command, named):
+    """Before: a negative step count trained without end, the others stopped with a traceback."""
+    from tmtcam.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--out", str(out)])
+    assert exit_info.value.code == 2 and named in capsys.readouterr().err
+    assert not out.exists()
+    out.write_text("")  # --out naming a file
+    with pytest.raises(SystemExit):
+        main([command[0], command[1], "--out", str(out)])
+    assert f"argument --out: {out} exists and is not a folder" in capsys.readouterr().err
+
+
 def test_a_model_lr_schedule_shorter_than_the_run_is_refused(tmp_path, capsys, monkeypatch):
     # the paper's 130 epochs by `--trainer.max_epochs 130` on a 100-epoch schedule: 30 epochs at LR 0
     config = Path(__file__).parents[1] / "experiments" / "promptcam" / "synthetic.yaml"

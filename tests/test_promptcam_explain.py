@@ -12,6 +12,7 @@ from data_modules.species.transforms import build_eval_transform
 from tmtcam.backbones import ViTBackbone
 from tmtcam.promptcam import explain
 from tmtcam.promptcam.explain import evaluation_resize, load_image, main, saved_data_hparams
+from tmtcam.tasks import TMTSegmentation
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
 from tmtcam.viz.heatmaps import PADDING
 
@@ -135,6 +136,55 @@ def test_explain_input_errors_name_the_problem(tmp_path, capsys):
     probe = _checkpoint(tmp_path, method="linear_probe")
     err = refused(capsys, "--ckpt", str(probe), "--images", str(empty), "--out", out)
     assert f"--ckpt {probe} is a method='linear_probe' model; trait maps" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--top-k", "0", "argument --top-k: must be >= 1, got 0"),
+        ("--batch-size", "-2", "argument --batch-size: must be >= 1, got -2"),
+        ("--image-size", "0", "argument --image-size: must be >= 1, got 0"),
+        ("--device", "gpu0", "argument --device: 'gpu0' is not a torch device"),
+        ("--out", "FILE", "argument --out: FILE exists and is not a folder"),
+    ],
+)
+def test_explain_refuses_unusable_options_as_argparse_does(tmp_path, capsys, option, value, named):
+    """These went on to a traceback (or, for a negative batch, a misleading "could not be decoded")."""
+    ckpt = _checkpoint(tmp_path)
+    _write_images(tmp_path / "photos")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    value, named = value.replace("FILE", str(a_file)), named.replace("FILE", str(a_file))
+    out = str(tmp_path / "maps") if option != "--out" else value
+    args = ["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", out, option, value]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "maps").exists()
+
+
+def test_explain_refuses_an_image_size_off_the_patch_grid_and_checkpoints_it_cannot_use(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path)
+    _write_images(tmp_path / "photos")
+    run = ["--images", str(tmp_path / "photos"), "--out", str(tmp_path / "maps")]
+    err = refused(capsys, "--ckpt", str(ckpt), *run, "--image-size", "30")
+    assert "--image-size 30: must be a multiple of the backbone's patch size 8" in err
+    weights = tmp_path / "backbone.pth"  # a bare state dict, not a run's checkpoint
+    err = refused(capsys, "--ckpt", str(weights), *run)
+    assert f"--ckpt {weights} is not a Lightning checkpoint" in err
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:5000])
+    err = refused(capsys, "--ckpt", str(truncated), *run)
+    assert f"--ckpt {truncated}: cannot be read as a checkpoint" in err
+    segmenter = TMTSegmentation(num_classes=3, backbone=TINY, method="finetune")
+    trainer = Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+    )
+    trainer.strategy.connect(segmenter)
+    trainer.save_checkpoint(tmp_path / "tmt.ckpt")
+    err = refused(capsys, "--ckpt", str(tmp_path / "tmt.ckpt"), *run)
+    assert "was written by task 'TMTSegmentation'" in err
+    assert not (tmp_path / "maps").exists()
 
 
 def test_a_run_dir_gives_its_newest_promptcam_checkpoint_not_a_newer_baseline(tmp_path, capsys):

@@ -24,6 +24,7 @@ from rich.console import Console
 from data_modules.segmentation import SYNTHETIC_PAIRS
 from tmtcam.bench.report import machine_line, markdown_table, write_json, write_section
 from tmtcam.environment import add_accelerator_option, parse_on_this_machine
+from tmtcam.option_types import output_dir, positive_int
 from tmtcam.pipelines.quiet import quiet_lightning
 from tmtcam.pipelines.tmt_runs import (
     BACKBONES,
@@ -53,30 +54,40 @@ def parse_variants(items: list[str]) -> dict[str, dict[str, Any]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tmtcam bench tmt", description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=["all"], help="pair names or 'all'")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, one source model each")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1, one source model each")
     parser.add_argument(
         "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="adaptation methods"
     )
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON of extra model arguments")
     parser.add_argument(
-        "--out", type=Path, default=Path("runs/bench/tmt"), help="models and logs (cached source models)"
+        "--out",
+        type=output_dir,
+        default=Path("runs/bench/tmt"),
+        help="models and logs (cached source models)",
     )
     doc_help = "markdown file whose --section is replaced by the table (for trials: a file of your own)"
     parser.add_argument("--doc", type=Path, default=Path("docs/benchmarks.md"), help=doc_help)
     parser.add_argument(
         "--json", type=Path, default=Path("runs/bench/tmt_accuracy.json"), help="results file"
     )
-    parser.add_argument("--source-steps", type=int, default=Budget.source_steps, help="stage-1 steps")
     parser.add_argument(
-        "--adapt-steps", type=int, default=Budget.adapt_steps, help="stage-2 steps per method"
+        "--source-steps", type=positive_int, default=Budget.source_steps, help="stage-1 steps"
+    )
+    parser.add_argument(
+        "--adapt-steps", type=positive_int, default=Budget.adapt_steps, help="stage-2 steps per method"
     )
     add_accelerator_option(parser, default=Budget.accelerator)
     parser.add_argument(
         "--backbone", default=Budget.backbone, choices=sorted(BACKBONES), help="ViT shape (vit-s: for a GPU)"
     )
-    parser.add_argument("--crop-size", type=int, default=Budget.crop_size, help="image side in pixels")
     parser.add_argument(
-        "--target-images", type=int, default=Budget.few_target_images, help="target images to adapt on"
+        "--crop-size", type=positive_int, default=Budget.crop_size, help="image side in pixels"
+    )
+    parser.add_argument(
+        "--target-images",
+        type=positive_int,
+        default=Budget.few_target_images,
+        help="target images to adapt on",
     )
     parser.add_argument(
         "--unlabelled-target", action="store_true", help="unsupervised adaptation: no target masks"

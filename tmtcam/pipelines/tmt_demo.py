@@ -17,6 +17,7 @@ from rich.table import Table
 from data_modules.segmentation import SYNTHETIC_PAIRS
 from tmtcam.bench.report import write_json
 from tmtcam.environment import add_accelerator_option, parse_on_this_machine
+from tmtcam.option_types import output_dir, positive_int
 from tmtcam.pipelines.quiet import quiet_lightning
 from tmtcam.pipelines.tmt_runs import (
     Budget,
@@ -31,14 +32,14 @@ DEFAULT_PAIR = "day_to_night"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tmtcam demo tmt", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/train-tmt"), help="run directory")
+    parser.add_argument("--out", type=output_dir, default=Path("runs/train-tmt"), help="run directory")
     parser.add_argument("--pair", default=DEFAULT_PAIR, choices=sorted(SYNTHETIC_PAIRS), help="embedded pair")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--methods", nargs="+", default=["finetune", "tmt"], help="stage-2 methods to compare"
     )
-    parser.add_argument("--source-steps", type=int, default=Budget.source_steps)
-    parser.add_argument("--adapt-steps", type=int, default=Budget.adapt_steps)
+    parser.add_argument("--source-steps", type=positive_int, default=Budget.source_steps)
+    parser.add_argument("--adapt-steps", type=positive_int, default=Budget.adapt_steps)
     add_accelerator_option(parser, default=Budget.accelerator)
     return parse_on_this_machine(parser, argv)
 

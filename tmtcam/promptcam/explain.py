@@ -28,12 +28,14 @@ from data_modules.species.image_dataset import CorruptImageError, load_rgb
 from data_modules.species.transforms import SpeciesTransform, build_eval_transform
 from tmtcam.backbones.loading import WeightsError
 from tmtcam.environment import traceback_requested
+from tmtcam.option_types import output_dir, positive_int
 from tmtcam.promptcam.model import PromptCAM
 from tmtcam.promptcam.rendering import explanation_caption, explanation_rows
 from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier
 from tmtcam.training.checkpoint_compat import (
     CheckpointMismatch,
+    check_checkpoint_file,
     checkpoint_in,
     last_checkpoints,
     mapped_checkpoint,
@@ -59,20 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="PromptCAMClassifier checkpoint (method: promptcam), or a run dir (its newest last*.ckpt)",
     )
     parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder for PNG grids and index.html")
+    parser.add_argument(
+        "--out", required=True, type=output_dir, help="output folder for PNG grids and index.html"
+    )
     parser.add_argument(
         "--class-index", type=int, default=None, help="explain this class (default: the prediction)"
     )
-    parser.add_argument("--top-k", type=int, default=3, help="heads kept by the greedy ranking and shown")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=3, help="heads kept by the greedy ranking and shown"
+    )
     parser.add_argument(
         "--until-misclassified", action="store_true", help="keep removing heads while still correct"
     )
     parser.add_argument(
-        "--image-size", type=int, default=None, help="crop size (default: the backbone's img_size)"
+        "--image-size", type=positive_int, default=None, help="crop size (default: the backbone's img_size)"
     )
     parser.add_argument(
         "--resize-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="square resize before the centre crop (default: the checkpoint's data module's, scaled to "
         "--image-size; else straight to the crop size)",
@@ -83,9 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the backbone weights file, when it is no longer where the checkpoint says "
         "(checked against the SHA-256 the checkpoint recorded)",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda, cuda:1 ...",
+    )
     return parser
+
+
+def torch_device(text: str) -> str:
+    """``--device``: a device torch knows and this machine has (else argparse's one-line refusal)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is visible; use --device cpu")
+    return text
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -213,17 +235,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 def explain_folder(args: argparse.Namespace) -> Path:
     """Write a grid per image and the gallery; returns the gallery's path."""
     ckpt = promptcam_checkpoint(args.ckpt)
+    check_checkpoint_file(ckpt, "PromptCAMClassifier", None, source="--ckpt")
     model, module = load_promptcam(ckpt, args.device, args.weights)
     if args.class_index is not None and not 0 <= args.class_index < model.num_classes:
         raise ExplainInputError(f"--class-index {args.class_index} outside [0, {model.num_classes})")
     top_k = min(args.top_k, model.backbone.num_heads)
     image_size = args.image_size or int(module.hparams.backbone.get("img_size", 224))
+    if image_size % model.backbone.patch_size:
+        raise ExplainInputError(
+            f"--image-size {image_size}: must be a multiple of the backbone's patch size {model.backbone.patch_size}"
+        )
     data = saved_data_hparams(ckpt)
     normalization = evaluation_normalization(data)
     resize = args.resize_size or evaluation_resize(data, image_size)
-    transform = build_eval_transform(image_size, resize, normalization)
+    try:
+        transform = build_eval_transform(image_size, resize, normalization)
+    except ValueError as error:
+        raise ExplainInputError(f"--resize-size {resize}: {error}") from None
     paths = find_images(args.images)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExplainInputError(f"--out {args.out}: cannot create the folder ({error.strerror})") from None
     names = module.hparams.class_names
     entries = []
     for start in range(0, len(paths), args.batch_size):

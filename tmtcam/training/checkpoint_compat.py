@@ -124,7 +124,8 @@ def check_checkpoint_file(
     if task is not None and stamp.get("task") != task:
         raise CheckpointMismatch(
             f"{source} {path} was written by task {stamp.get('task')!r}, but this run's model is {class_path}; "
-            f"give a checkpoint of a {task} run (or start without --ckpt_path)"
+            f"give a checkpoint of a {task} run"
+            + (" (or start without --ckpt_path)" if source == "--ckpt_path" else "")
         )
     if num_classes is not None and stamp.get("num_classes") != num_classes:
         raise CheckpointMismatch(
