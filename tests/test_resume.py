@@ -147,6 +147,31 @@ def test_a_fast_dev_run_smoke_test_leaves_no_checkpoint_to_block_the_real_run(tm
     assert len(list((tmp_path / "run").rglob("last.ckpt"))) == 1
 
 
+@pytest.mark.parametrize("task", ["tmt", "promptcam"])
+def test_model_settings_the_checkpoint_replaces_are_named_in_a_warning(tmp_path, capsys, monkeypatch, task):
+    """LightningCLI rebuilds the model as the checkpoint was trained; a setting given with --ckpt_path
+    was dropped without a word."""
+    config = tmt_config() if task == "tmt" else promptcam_config(num_test_images=4)
+    config["trainer"]["max_epochs"] = 1
+    run = ["--config", str(write_config(tmp_path / "c.yaml", config)),
+           "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    code, err = run_cli(["fit", *run], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, err = run_cli(["test", *run, "--ckpt_path", "last"], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    assert not [str(w.message) for w in caught if "were replaced by the checkpoint's" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, err = run_cli(
+            ["test", *run, "--ckpt_path", "last", "--model.init_args.lr", "0.5"], capsys, monkeypatch
+        )
+    assert code == 0, err[-2000:]
+    (message,) = [str(w.message) for w in caught if "were replaced by the checkpoint's" in str(w.message)]
+    assert "lr: 0.5 -> " in message and message.count(" -> ") == 1, message
+
+
 def test_resuming_a_wandb_run_keeps_its_run_id_and_checkpoint_folder(tmp_path, capsys, monkeypatch):
     """Without the id read back from the checkpoint's path, the resumed run got a new W&B id, its
     checkpoints a new folder, and ModelCheckpoint forgot its best score ("dirpath has changed")."""

@@ -23,6 +23,7 @@ from typing import IO
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from data_modules.segmentation import SegmentationDataError
 from data_modules.species import SpeciesDataError
@@ -83,6 +84,7 @@ class CheckedLightningCLI(LightningCLI):
         init_args = model.get("init_args") or {}
         # the weights file as this run gives it: LightningCLI replaces it by the checkpoint's next
         self._given_weights = (init_args.get("backbone") or {}).get("weights")
+        self._given_model = flat_settings(init_args)
         if (
             ckpt_path
             and str(ckpt_path) not in LIGHTNING_CKPT_NAMES
@@ -96,6 +98,7 @@ class CheckedLightningCLI(LightningCLI):
         check_devices(config.trainer.accelerator, config.trainer.devices)
         model_args = (config.get("model") or {}).get("init_args") or {}
         if config.get("ckpt_path"):
+            warn_replaced_settings(self._given_model, flat_settings(model_args), config.ckpt_path)
             use_current_file_paths(model_args, config.ckpt_path, self._given_weights)
         check_schedule_length(model_args.get("max_epochs"), config.trainer.get("max_epochs"))
         data_args = (config.get("data") or {}).get("init_args")
@@ -137,6 +140,41 @@ def check_ckpt_path_is_file(ckpt_path: str) -> None:
         )
     if not path.is_file():
         raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+
+
+def flat_settings(settings: Namespace | dict | None, prefix: str = "") -> dict[str, object]:
+    """``{"acte.alpha": 0.5, ...}``: nested model arguments as dotted keys, to compare two configs."""
+    items = settings.as_dict() if isinstance(settings, Namespace) else dict(settings or {})
+    flat: dict[str, object] = {}
+    for key, value in items.items():
+        if isinstance(value, Namespace | dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+FILE_SETTINGS = ("backbone.weights", "backbone.pretrained", "init_checkpoint")  # use_current_file_paths
+
+
+def warn_replaced_settings(given: dict[str, object], used: dict[str, object], ckpt_path: str) -> None:
+    """Say which model settings of this run the checkpoint's replaced.
+
+    LightningCLI rebuilds the model exactly as the checkpoint was trained (its weights need that
+    shape), copying the saved arguments over the config's: a ``--model.init_args.lr`` given with
+    ``--ckpt_path`` was silently not used. File paths are handled by :func:`use_current_file_paths`.
+    """
+    changed = [
+        f"{key}: {given.get(key)!r} -> {used.get(key)!r}"
+        for key in sorted(set(given) | set(used))
+        if key not in FILE_SETTINGS and given.get(key) is not None and given.get(key) != used.get(key)
+    ]  # None: not set, left to the data (num_classes, class_names), so nothing of the user's is lost
+    if changed:
+        rank_zero_warn(
+            f"--ckpt_path {ckpt_path}: the model is rebuilt as that checkpoint was trained, so these "
+            f"model.init_args of this run were replaced by the checkpoint's: {'; '.join(changed)}. To "
+            f"train with other settings, start a new run from its weights (TMT: model.init_args.init_checkpoint)"
+        )
 
 
 def use_current_file_paths(model_args: Namespace, ckpt_path: str, given_weights: str | None) -> None:
