@@ -213,6 +213,7 @@ def test_impossible_species_settings_are_configuration_errors_naming_the_key(
             "model.init_args.prompt_variant='intermediate(9)': block index",
         ),
         (dict(prompt_dropout=1.5), "model.init_args.prompt_dropout must be in [0, 1], got 1.5"),
+        (dict(lr=0.0), "model.init_args.lr must be > 0, got 0.0"),
     ],
 )
 def test_prompt_settings_are_refused_when_the_classes_come_from_the_data(
@@ -227,10 +228,27 @@ def test_prompt_settings_are_refused_when_the_classes_come_from_the_data(
     assert_refused(tmp_path, code, err, f"invalid configuration: {named}")
 
 
-def test_acte_alpha_out_of_range_is_refused_with_the_config(tmp_path, capsys, monkeypatch):
-    config = tmt_config(acte={"k_choices": [2, 4], "hidden_dim": 16, "alpha": 1.5})
-    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
-    assert_refused(tmp_path, code, err, "model.init_args.acte.alpha must be in [0, 1], got 1.5")
+@pytest.mark.parametrize(
+    ("model_args", "named"),
+    [
+        (
+            dict(acte={"k_choices": [2, 4], "alpha": 1.5}),
+            "model.init_args.acte.alpha must be in [0, 1], got 1.5",
+        ),
+        (
+            dict(acte={"k_choices": [2, 4], "spatial_weight": -1.0}),
+            "model.init_args.acte.spatial_weight must be >= 0",
+        ),
+        (dict(lr=-1.0), "model.init_args.lr must be > 0, got -1.0"),
+        (dict(warmup_steps=-5), "model.init_args.warmup_steps must be >= 0, got -5"),
+    ],
+)
+def test_tmt_settings_out_of_range_are_refused_with_the_config(
+    tmp_path, capsys, monkeypatch, model_args, named
+):
+    """Before: alpha failed at the first step with a traceback; the others trained."""
+    code, err = run_cli(fit(tmp_path, tmt_config(**model_args)), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, named)
 
 
 def test_promptcam_fit_with_max_steps_but_no_max_epochs_names_trainer_max_epochs(

@@ -51,7 +51,7 @@ from tmtcam.training.checkpoint_compat import (
     stamp_backbone_weights,
     stamp_checkpoint,
 )
-from tmtcam.training.schedules import warmup_cosine
+from tmtcam.training.schedules import check_optimisation_settings, warmup_cosine
 from tmtcam.viz.heatmaps import denormalize, heatmap_row, stack_rows
 from tmtcam.viz.image_logging import data_normalization, log_images
 
@@ -147,6 +147,9 @@ class PromptCAMClassifier(LightningModule):
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"model.init_args.optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        check_optimisation_settings(
+            lr, weight_decay=weight_decay, momentum=momentum, warmup_epochs=warmup_epochs
+        )
         self.save_hyperparameters()
         backbone = self.hparams["backbone"] = backbone_mapping(backbone)  # plain YAML in checkpoints
         self.model: FrozenBackboneModel | None = None

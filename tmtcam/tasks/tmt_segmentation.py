@@ -42,7 +42,7 @@ from tmtcam.training.checkpoint_compat import (
     checkpoint_in,
     stamp_checkpoint,
 )
-from tmtcam.training.schedules import warmup_cosine
+from tmtcam.training.schedules import check_optimisation_settings, warmup_cosine
 from tmtcam.viz.heatmaps import denormalize
 from tmtcam.viz.image_logging import data_normalization, log_images
 from tmtcam.viz.segmentation_images import segmentation_strip, wandb_masks
@@ -112,6 +112,8 @@ class TMTSegmentation(LightningModule):
                 self.hparams[key] = asdict(self.hparams[key])
         if num_classes < 2:
             raise ValueError(f"model.init_args.num_classes must be >= 2, got {num_classes}")
+        check_optimisation_settings(lr, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
+                                    warmup_steps=warmup_steps)  # fmt: skip
         self.segmenter = TMTSegmenter(
             build_backbone(backbone or {}), num_classes, method, decoder, acte, tma, seed=seed
         )

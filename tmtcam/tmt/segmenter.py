@@ -165,6 +165,10 @@ class TMTSegmenter(nn.Module):
             )
         if not 0.0 <= self.acte_options.alpha <= 1.0:  # here, not at the first step
             raise ValueError(f"model.init_args.acte.alpha must be in [0, 1], got {self.acte_options.alpha}")
+        if self.acte_options.spatial_weight < 0:
+            raise ValueError(
+                f"model.init_args.acte.spatial_weight must be >= 0, got {self.acte_options.spatial_weight}"
+            )
         if self.acte_options.align not in ALIGN_UNITS:
             raise ValueError(
                 f"model.init_args.acte.align must be one of {ALIGN_UNITS}, got {self.acte_options.align!r}"
