@@ -92,6 +92,10 @@ def read_cub(root: Path) -> SpeciesIndex:
             )
         box_line, box_fields = boxes[image_id]
         x, y, w, h = (parse_float(v, root / "bounding_boxes.txt", box_line) for v in box_fields)
+        if w <= 0 or h <= 0:
+            raise SpeciesDataError(
+                f"{root / 'bounding_boxes.txt'}:{box_line}: box width and height must be > 0, got {w}, {h}"
+            )
         record = SpeciesRecord(
             path=_existing_image(root / "images" / relative, images_file, line),
             label=label - 1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -71,10 +72,14 @@ def parse_int(value: str, path: Path, line: int) -> int:
 
 
 def parse_float(value: str, path: Path, line: int) -> float:
+    """A finite float (``nan`` / ``inf`` would pass ``float()`` and poison boxes and part maps)."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise SpeciesDataError(f"{path}:{line}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise SpeciesDataError(f"{path}:{line}: expected a finite number, got {value!r}")
+    return number
 
 
 def check_same_ids(reference: Iterable[int], reference_file: Path, ids: Iterable[int], path: Path) -> None:

@@ -135,6 +135,36 @@ def test_cub_missing_file_and_bad_line(tmp_path):
         read_species_index("cub", root)
 
 
+def test_cub_boxes_and_part_locations_must_be_finite_and_boxes_not_empty(tmp_path):
+    """A negative width or a nan was read as is and changed test/part_hit_chance without a word."""
+    for name, line, fix, expected in [
+        (
+            "bounding_boxes.txt",
+            1,
+            "1 4.0 3.0 -20.0 15.0",
+            r"bounding_boxes\.txt:1: box width and height must be > 0",
+        ),
+        (
+            "bounding_boxes.txt",
+            2,
+            "2 nan 3.0 20.0 15.0",
+            r"bounding_boxes\.txt:2: expected a finite number, got 'nan'",
+        ),
+        (
+            "parts/part_locs.txt",
+            1,
+            "1 1 nan 10.0 1",
+            r"part_locs\.txt:1: expected a finite number, got 'nan'",
+        ),
+    ]:
+        root = make_cub(tmp_path / f"{name.replace('/', '_')}{line}")
+        rows = (root / name).read_text().splitlines()
+        rows[line - 1] = fix
+        write_lines(root / name, rows)
+        with pytest.raises(SpeciesDataError, match=expected):
+            read_species_index("cub", root)
+
+
 def test_missing_root_is_named(tmp_path):
     for name in ("cub", "dogs", "cars", "flowers", "inat", "imagefolder"):
         with pytest.raises(FileNotFoundError, match="nowhere"):

@@ -26,6 +26,7 @@ from PIL import Image
 from data_modules.normalization import Normalization, resolve_normalization
 from data_modules.species.image_dataset import CorruptImageError, load_rgb
 from data_modules.species.transforms import SpeciesTransform, build_eval_transform
+from data_modules.species.validation import IMAGE_SUFFIXES  # what the species readers read, .gif too
 from tmtcam.backbones.loading import WeightsError
 from tmtcam.environment import traceback_requested
 from tmtcam.option_types import output_dir, positive_int
@@ -40,8 +41,6 @@ from tmtcam.training.checkpoint_compat import (
     last_checkpoints,
     mapped_checkpoint,
 )
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class ExplainInputError(ValueError):
