@@ -112,6 +112,18 @@ def test_weights_file_lacking_half_of_the_models_weights_is_refused(tmp_path, go
         ViTBackbone(**TINY_BACKBONE, weights=str(good_weights))
 
 
+def test_weights_of_a_deeper_model_warn_that_their_extra_blocks_are_left_unused(tmp_path):
+    """Depth 4 into depth 2 loads the first two blocks; the other half of the file was dropped silently."""
+    deeper = tmp_path / "deeper.pth"
+    torch.save(ViTBackbone(**{**TINY_BACKBONE, "depth": 4}).vit.state_dict(), deeper)
+    with pytest.warns(
+        UserWarning, match=r"holds \d+ weights 'vit_tiny_patch16_224' has no place for"
+    ) as caught:
+        ViTBackbone(**TINY_BACKBONE, weights=str(deeper))
+    (message,) = [str(w.message) for w in caught if "no place for" in str(w.message)]
+    assert "blocks.2." in message and "deeper or another model" in message
+
+
 @pytest.mark.slow
 def test_pretrained_without_network_fails_fast_and_says_how_to_give_a_file(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}  # the entry point must set offline

@@ -28,6 +28,7 @@ from torch import nn
 VIT_PREFIXES = ("vit_", "deit", "eva")
 TIMM_BUILDER_LOGGER = "timm.models._builder"
 _MISSING_KEYS = re.compile(r"Missing keys \((.*)\) discovered")
+_UNEXPECTED_KEYS = re.compile(r"Unexpected keys \((.*)\) found")
 ANY_HEAD = -1  # "the file's classifier head, if any, has an unknown class count" (see _from_local_file)
 
 
@@ -96,7 +97,7 @@ def _from_local_file(model_name: str, path: Path, kwargs: dict[str, Any]) -> nn.
     # dict with its ImageNet head failed strict loading into a head-less tag (``.dino``: 0 classes).
     # A class count no file has makes timm always drop the head; missing keys are checked below.
     overlay = dict(file=str(path), custom_load=path.suffix == ".npz", num_classes=ANY_HEAD)
-    with _missing_keys_reported() as missing:
+    with _keys_reported() as (missing, unexpected):
         try:
             model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
         except Exception as err:  # torch/safetensors raise many types for a bad file
@@ -117,26 +118,34 @@ def _from_local_file(model_name: str, path: Path, kwargs: dict[str, Any]) -> nn.
             f"backbone.weights: {path} lacks {len(missing)} weights of {model_name!r}: {missing[:5]}",
             stacklevel=3,
         )
+    if unexpected:  # e.g. a deeper model's file: its extra blocks are dropped
+        warnings.warn(
+            f"backbone.weights: {path} holds {len(unexpected)} weights {model_name!r} has no place for, "
+            f"left unused: {unexpected[:5]}; is it the file of a deeper or another model?",
+            stacklevel=3,
+        )
     return model
 
 
 @contextmanager
-def _missing_keys_reported() -> Iterator[list[str]]:
-    """Collect the keys timm says it did not find in a pretrained file (it logs them at INFO)."""
+def _keys_reported() -> Iterator[tuple[list[str], list[str]]]:
+    """Collect the keys timm says a pretrained file lacked and held beyond the model (logged at INFO)."""
     missing: list[str] = []
+    unexpected: list[str] = []
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            found = _MISSING_KEYS.search(record.getMessage())
-            if found:
-                missing.extend(key.strip() for key in found.group(1).split(","))
+            for pattern, keys in ((_MISSING_KEYS, missing), (_UNEXPECTED_KEYS, unexpected)):
+                found = pattern.search(record.getMessage())
+                if found:
+                    keys.extend(key.strip() for key in found.group(1).split(","))
 
     logger = logging.getLogger(TIMM_BUILDER_LOGGER)
     handler, level = Collect(logging.INFO), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        yield missing
+        yield missing, unexpected
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
