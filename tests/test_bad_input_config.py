@@ -195,6 +195,10 @@ def test_impossible_segmentation_sizes_are_configuration_errors_naming_the_key(
         (dict(test_fraction=1.0), "data.init_args.test_fraction must be in [0, 1), got 1.0"),
         (dict(image_size=32, resize_size=16), "data.init_args.image_size must be >= 1 and <= resize_size"),
         (dict(val_batch_size=0), "data.init_args.val_batch_size must be >= 1, got 0"),
+        (
+            dict(image_size=8),
+            "data.init_args.image_size (resize_size when set) must be >= 16 for the synthetic",
+        ),
     ],
 )
 def test_impossible_species_settings_are_configuration_errors_naming_the_key(

@@ -255,6 +255,22 @@ def test_a_ckpt_path_that_is_no_file_is_refused_before_the_run_dir_is_written(
     assert not (tmp_path / "run").exists()
 
 
+def test_ckpt_path_values_lightning_resolves_itself_are_passed_on_unchecked():
+    from tmtcam.training.checked_cli import lightning_resolves
+
+    for value in (
+        "last",
+        "best",
+        "hpc",
+        "registry:my-model:latest",
+        "s3://bucket/run/last.ckpt",
+        "https://x/y.ckpt",
+    ):
+        assert lightning_resolves(value), value
+    for value in ("runs/x/last.ckpt", "last.ckpt", "/abs/best.ckpt"):
+        assert not lightning_resolves(value), value
+
+
 def test_a_mismatched_checkpoint_is_refused_by_the_task_without_the_cli(tmp_path, foreign_checkpoints):
     """Python users (``trainer.fit(ckpt_path=...)``) get the same words from the task's own check."""
     model = TMTSegmentation(num_classes=8, backbone=TINY_BACKBONE, method="finetune")

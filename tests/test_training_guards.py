@@ -20,6 +20,7 @@ from tmtcam.training.checkpoint_compat import (
     stamp_checkpoint,
 )
 from tmtcam.training.guards import (
+    LastCheckpoint,
     NonFiniteLossGuard,
     RunDirGuard,
     TrainingFault,
@@ -183,3 +184,10 @@ def test_any_earlier_checkpoint_in_the_folder_is_named_and_the_write_probe_leave
     )
     check_writable_dir(tmp_path / "run")
     assert list((tmp_path / "run").iterdir()) == []  # the probe file is removed again
+
+
+def test_the_cli_last_checkpoint_keeps_model_checkpoints_state_key():
+    """Checkpoints written by the plain ModelCheckpoint (before LastCheckpoint existed, or a SLURM
+    hpc_ckpt) restore its state under this key; a new class name would orphan it."""
+    assert LastCheckpoint().state_key == ModelCheckpoint(save_last=True, save_top_k=0).state_key
+    assert LastCheckpoint().state_key.startswith("ModelCheckpoint{")

@@ -240,8 +240,13 @@ def read_name_list(path: Path) -> list[str]:
     """Non-blank, stripped lines of a split file (one image name per line)."""
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        names = [line.strip() for line in handle if line.strip()]
+    try:
+        with path.open(encoding="utf-8") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+    except UnicodeDecodeError as error:
+        raise SegmentationDataError(
+            f"split file {path}: not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
     if not names:
         raise SegmentationDataError(f"split file {path} lists no images")
     return names

@@ -31,6 +31,7 @@ COLOUR_RGB: dict[str, tuple[float, float, float]] = {
     "brown": (125.0, 85.0, 50.0),
 }
 DRAW_ORDER: tuple[str, ...] = ("legs", "tail", "body", "wing", "head")  # back to front
+MIN_RENDER_SIZE = 16  # px: below this a creature's parts are smaller than a pixel
 CREATURE_RADIUS = 0.8  # creature units; bounds every part for any shape, jitter and rotation
 _BODY = {"slim": (0.34, 0.15), "round": (0.28, 0.21), "long": (0.42, 0.155)}
 _HEAD = {"round": (0.13, 0.13), "oval": (0.17, 0.105), "crested": (0.12, 0.12)}
@@ -99,8 +100,8 @@ class CreatureRenderer:
     """Renders creatures at one image size; holds only the (read-only) pixel-centre grid."""
 
     def __init__(self, size: int) -> None:
-        if size < 16:
-            raise ValueError(f"image size must be >= 16 px to show a creature, got {size}")
+        if size < MIN_RENDER_SIZE:
+            raise ValueError(f"image size must be >= {MIN_RENDER_SIZE} px to show a creature, got {size}")
         self.size = size
         centres = np.arange(size, dtype=np.float32) + 0.5
         self._ys, self._xs = np.meshgrid(centres, centres, indexing="ij")

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data_modules.loaders import check_loader_settings, seeded_loader
 from data_modules.normalization import resolve_normalization
+from data_modules.species.creature_renderer import MIN_RENDER_SIZE
 from data_modules.species.factory import (
     SYNTHETIC_SETS,
     cap_records,
@@ -100,6 +101,11 @@ class SpeciesDataModule(L.LightningDataModule):
             check_sizes(image_size, resize_size)
         except ValueError as error:
             raise ValueError(f"data.init_args.{error}") from None
+        if dataset in SYNTHETIC_SETS and (resize_size or image_size) < MIN_RENDER_SIZE:
+            raise ValueError(
+                f"data.init_args.image_size (resize_size when set) must be >= {MIN_RENDER_SIZE} for the "
+                f"synthetic creatures, got {resize_size or image_size}"
+            )
         for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= fraction < 1.0:
                 raise ValueError(f"data.init_args.{key} must be in [0, 1), got {fraction}")

@@ -25,6 +25,7 @@ from data_modules.species.validation import (
     read_rows,
     require_dir,
     require_file,
+    utf8_text,
 )
 
 CUB_NUM_PARTS = 15
@@ -264,7 +265,7 @@ def read_flowers102(root: Path) -> SpeciesIndex:
 
 def _read_id_list(path: Path) -> list[int]:
     ids = []
-    with require_file(path, "Flowers-102 split file").open(encoding="utf-8") as handle:
+    with require_file(path, "Flowers-102 split file").open(encoding="utf-8") as handle, utf8_text(path):
         for line, text in enumerate(handle, start=1):
             ids.extend(parse_int(token, path, line) for token in text.split())
     return ids

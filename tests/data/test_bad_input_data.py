@@ -118,6 +118,17 @@ def test_empty_split_list_is_named(tmp_path):
         build_segmentation_dataset(DomainSpec("gta5", root=str(tmp_path)))
 
 
+def test_a_split_list_that_is_not_utf8_is_named(tmp_path):
+    write_image(tmp_path / "images" / "00001.png")
+    write_mask(tmp_path / "labels" / "00001.png", (7, 8))
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.txt").write_bytes("00001.png\nstra\u00dfe.png\n".encode("latin-1"))
+    with pytest.raises(
+        SegmentationDataError, match=rf"{named(tmp_path / 'splits' / 'train.txt')}: not UTF-8"
+    ):
+        build_segmentation_dataset(DomainSpec("gta5", root=str(tmp_path)))
+
+
 def test_image_without_mask_and_mask_without_image_are_named(tmp_path):
     spec = make_folder(tmp_path)
     orphan = write_image(tmp_path / "img" / "c.png")

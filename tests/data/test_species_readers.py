@@ -165,6 +165,16 @@ def test_cub_boxes_and_part_locations_must_be_finite_and_boxes_not_empty(tmp_pat
             read_species_index("cub", root)
 
 
+def test_cub_text_file_that_is_not_utf8_names_the_file(tmp_path):
+    """A Latin-1 class name raised a bare UnicodeDecodeError naming no file (and read as a bug)."""
+    root = make_cub(tmp_path)
+    rows = (root / "classes.txt").read_text().splitlines()
+    rows[0] = rows[0] + "_m\u00fcller"
+    (root / "classes.txt").write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
+    with pytest.raises(SpeciesDataError, match=r"classes\.txt: not UTF-8 text \(byte \d+ is b'\\xfc'\)"):
+        read_species_index("cub", root)
+
+
 def test_missing_root_is_named(tmp_path):
     for name in ("cub", "dogs", "cars", "flowers", "inat", "imagefolder"):
         with pytest.raises(FileNotFoundError, match="nowhere"):

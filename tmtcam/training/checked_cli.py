@@ -85,11 +85,7 @@ class CheckedLightningCLI(LightningCLI):
         # the weights file as this run gives it: LightningCLI replaces it by the checkpoint's next
         self._given_weights = (init_args.get("backbone") or {}).get("weights")
         self._given_model = flat_settings(init_args)
-        if (
-            ckpt_path
-            and str(ckpt_path) not in LIGHTNING_CKPT_NAMES
-            and not str(ckpt_path).startswith("registry")
-        ):
+        if ckpt_path and not lightning_resolves(str(ckpt_path)):
             check_ckpt_path_is_file(ckpt_path)
             check_checkpoint_file(ckpt_path, model.get("class_path"), init_args.get("num_classes"))
 
@@ -98,7 +94,9 @@ class CheckedLightningCLI(LightningCLI):
         check_devices(config.trainer.accelerator, config.trainer.devices)
         model_args = (config.get("model") or {}).get("init_args") or {}
         if config.get("ckpt_path"):
-            warn_replaced_settings(self._given_model, flat_settings(model_args), config.ckpt_path)
+            warn_replaced_settings(
+                self._given_model, flat_settings(model_args), config.ckpt_path, self.subcommand
+            )
             use_current_file_paths(model_args, config.ckpt_path, self._given_weights)
         check_schedule_length(model_args.get("max_epochs"), config.trainer.get("max_epochs"))
         data_args = (config.get("data") or {}).get("init_args")
@@ -129,6 +127,12 @@ class CheckedLightningCLI(LightningCLI):
             check_epoch_schedule(self.model, self.trainer.max_epochs)
 
 
+def lightning_resolves(ckpt_path: str) -> bool:
+    """``--ckpt_path`` values Lightning resolves itself: ``last`` (no run dir), ``best``, ``hpc``, a
+    model-registry name, or a remote URL (``s3://``, ``https://``: loaded through fsspec)."""
+    return ckpt_path in LIGHTNING_CKPT_NAMES or ckpt_path.startswith("registry") or "://" in ckpt_path
+
+
 def check_ckpt_path_is_file(ckpt_path: str) -> None:
     """A ``--ckpt_path`` that is no file is refused here, before the run dir is written (Lightning
     would first write ``config.yaml`` and ``hparams.yaml``, then stop with a traceback)."""
@@ -157,7 +161,9 @@ def flat_settings(settings: Namespace | dict | None, prefix: str = "") -> dict[s
 FILE_SETTINGS = ("backbone.weights", "backbone.pretrained", "init_checkpoint")  # use_current_file_paths
 
 
-def warn_replaced_settings(given: dict[str, object], used: dict[str, object], ckpt_path: str) -> None:
+def warn_replaced_settings(
+    given: dict[str, object], used: dict[str, object], ckpt_path: str, subcommand: str | None
+) -> None:
     """Say which model settings of this run the checkpoint's replaced.
 
     LightningCLI rebuilds the model exactly as the checkpoint was trained (its weights need that
@@ -169,12 +175,17 @@ def warn_replaced_settings(given: dict[str, object], used: dict[str, object], ck
         for key in sorted(set(given) | set(used))
         if key not in FILE_SETTINGS and given.get(key) is not None and given.get(key) != used.get(key)
     ]  # None: not set, left to the data (num_classes, class_names), so nothing of the user's is lost
-    if changed:
-        rank_zero_warn(
-            f"--ckpt_path {ckpt_path}: the model is rebuilt as that checkpoint was trained, so these "
-            f"model.init_args of this run were replaced by the checkpoint's: {'; '.join(changed)}. To "
-            f"train with other settings, start a new run from its weights (TMT: model.init_args.init_checkpoint)"
-        )
+    if not changed:
+        return
+    advice = (
+        " To train with other settings, start a new run from its weights (TMT: model.init_args.init_checkpoint)"
+        if subcommand == "fit"
+        else ""
+    )
+    rank_zero_warn(
+        f"--ckpt_path {ckpt_path}: the model is rebuilt as that checkpoint was trained, so these "
+        f"model.init_args of this run were replaced by the checkpoint's: {'; '.join(changed)}.{advice}"
+    )
 
 
 def use_current_file_paths(model_args: Namespace, ckpt_path: str, given_weights: str | None) -> None:

@@ -153,6 +153,12 @@ class LastCheckpoint(ModelCheckpoint):
     def __init__(self) -> None:
         super().__init__(save_last=True, save_top_k=0)
 
+    @property
+    def state_key(self) -> str:
+        """``ModelCheckpoint``'s key: checkpoints written before this class existed (a run resumed, a
+        SLURM ``hpc_ckpt``) restore its state, and older code can read the new ones."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.fast_dev_run:
             super().on_train_end(trainer, pl_module)
