@@ -266,6 +266,17 @@ def test_promptcam_fit_with_max_steps_but_no_max_epochs_names_trainer_max_epochs
     assert_refused(tmp_path, code, err, "trainer.max_epochs is not set", "--trainer.max_epochs N")
 
 
+@pytest.mark.parametrize("command", ["fit", "predict"])
+def test_a_run_dir_that_is_a_file_is_refused_naming_the_key(tmp_path, capsys, monkeypatch, command):
+    """A CSVLogger raised NotADirectoryError with a traceback."""
+    (tmp_path / "run").write_text("notes")
+    args = [command, "--config", str(write_config(tmp_path / "tmt.yaml", tmt_config())),
+            "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    code, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2 and f"trainer.default_root_dir={tmp_path / 'run'} is a file, not a folder" in err, err
+    assert (tmp_path / "run").read_text() == "notes"
+
+
 def test_a_bug_in_data_setup_keeps_its_traceback_and_is_not_called_invalid_data(
     tmp_path, capsys, monkeypatch
 ):

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from tiny_configs import promptcam_config, run_cli, tmt_config, write_config
 
+from data_modules.segmentation import CITYSCAPES_CLASSES
 from tmtcam.training import prediction_writer
-from tmtcam.training.prediction_writer import PredictionFileWriter, mask_name
+from tmtcam.training.prediction_writer import PredictionFileWriter, cityscapes_label_id_table, mask_name
 from tmtcam.training.preflight import ConfigError
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
 
@@ -51,7 +52,8 @@ def test_tmt_predict_writes_one_palette_png_per_image_at_its_native_size(tmp_pat
     assert (tmp_path / "run" / "config-predict.yaml").is_file() and not (
         tmp_path / "run" / "config.yaml"
     ).exists()
-    for folder in folders:
+    for folder in folders:  # each keeps the config it was predicted with (config-predict.yaml: the newest)
+        assert (folder / "config.yaml").read_text() == (tmp_path / "run" / "config-predict.yaml").read_text()
         written = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png"))
         assert written == ["street_a/0001.png", "street_b/0001.png"]
         with Image.open(folder / "street_a" / "0001.png") as mask:
@@ -114,11 +116,33 @@ def test_cityscapes_mask_ids_refuse_a_model_of_other_classes_before_writing(tmp_
         PredictionFileWriter(mask_ids="label")  # Python callers, whom jsonargparse does not check
 
 
+def test_cityscapes_mask_ids_refuse_19_classes_that_are_not_the_cityscapes_ones(tmp_path):
+    """A 19-class folder dataset's own classes would be written as Cityscapes label ids."""
+    with pytest.raises(
+        ConfigError, match=r"Cityscapes classes in their train-id order .* this model's are \['c0'"
+    ):
+        cityscapes_label_id_table(19, [f"c{i}" for i in range(19)])
+    assert cityscapes_label_id_table(19, list(CITYSCAPES_CLASSES))[0] == 7
+    writer = PredictionFileWriter(mask_ids="cityscapes")
+    trainer, model = _stand_ins(tmp_path, num_classes=19, class_names=[f"c{i}" for i in range(19)])
+    with pytest.raises(ConfigError, match="train-id order"):
+        writer.setup(trainer, model, "predict")
+
+
+def test_a_prediction_folder_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "predictions").write_text("")
+    trainer, model = _stand_ins(tmp_path, num_classes=8)
+    with pytest.raises(
+        ConfigError, match=r"prediction_writer.folder=predictions: .* is a file, not a folder"
+    ):
+        PredictionFileWriter().setup(trainer, model, "predict")
+
+
 def _stand_ins(tmp_path, **hparams):
     model = SimpleNamespace(hparams=hparams)
     trainer = SimpleNamespace(
         default_root_dir=str(tmp_path), strategy=SimpleNamespace(broadcast=lambda value: value),
-        predict_dataloaders=[], global_rank=0, world_size=1,
+        predict_dataloaders=[], global_rank=0, world_size=1, datamodule=None, log_dir=None, is_global_zero=True,
     )  # fmt: skip
     return trainer, model
 

@@ -102,8 +102,11 @@ class CheckedLightningCLI(LightningCLI):
         data_args = (config.get("data") or {}).get("init_args")
         if data_args is not None and model_args.get("backbone"):
             fill_normalization(data_args, model_args["backbone"])
+        root = config.trainer.get("default_root_dir")
+        if root and Path(root).exists() and not Path(root).is_dir():
+            raise ConfigError(f"trainer.default_root_dir={root} is a file, not a folder")
         if self.subcommand == "fit":
-            check_fresh_run_dir(config.trainer.get("default_root_dir"), config.get("ckpt_path"))
+            check_fresh_run_dir(root, config.get("ckpt_path"))
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # written to files per batch (PredictionFileWriter)
         if config.trainer.get("default_root_dir"):

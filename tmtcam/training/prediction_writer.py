@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ from tmtcam.training.preflight import ConfigError
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
 
 MaskIds = Literal["train", "cityscapes"]
+PREDICT_CONFIG = "config-predict.yaml"  # written by SaveAndLogConfig before predicting starts
 CITYSCAPES_UNLABELED_ID = 0
 
 
@@ -67,8 +69,11 @@ class PredictionFileWriter(BasePredictionWriter):
             return
         num_classes = min(int(pl_module.hparams.get("num_classes") or 255), 255)
         if self.mask_ids == "cityscapes":
-            self._id_table = cityscapes_label_id_table(num_classes)
+            names = getattr(trainer.datamodule, "class_names", None) or pl_module.hparams.get("class_names")
+            self._id_table = cityscapes_label_id_table(num_classes, names)
         parent = Path(trainer.default_root_dir) / self.folder
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"prediction_writer.folder={self.folder}: {parent} is a file, not a folder")
         self.out_dir = Path(trainer.strategy.broadcast(str(_new_folder(parent))))
         colours = np.full((256, 3), IGNORE_COLOUR, dtype=np.uint8)
         colours[self._id_table[:num_classes]] = palette(num_classes)
@@ -78,6 +83,10 @@ class PredictionFileWriter(BasePredictionWriter):
         assert self.out_dir is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._common_root = _common_image_folder(trainer.predict_dataloaders)
+        # the run dir's config-predict.yaml is the newest predict's; each folder keeps its own
+        config = Path(trainer.log_dir or trainer.default_root_dir) / PREDICT_CONFIG
+        if trainer.is_global_zero and config.is_file():
+            shutil.copyfile(config, self.out_dir / "config.yaml")
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
@@ -128,16 +137,21 @@ class PredictionFileWriter(BasePredictionWriter):
                 writer.writerow([path, index, name, f"{probability:.6f}"])
 
 
-def cityscapes_label_id_table(num_classes: int) -> np.ndarray:
+def cityscapes_label_id_table(num_classes: int, class_names: Sequence[str] | None = None) -> np.ndarray:
     """``table[train id]`` = its Cityscapes label id; 255 (no class) -> 0, "unlabeled".
 
-    Refused for a model that does not predict the 19 Cityscapes classes: its ids would be renamed
-    into classes it never learnt.
+    Refused for a model that does not predict the 19 Cityscapes classes (by count and, when known,
+    by name and order): its ids would be renamed into classes it never learnt.
     """
     if num_classes != len(CITYSCAPES_CLASSES):
         raise ConfigError(
             f"prediction_writer.mask_ids=cityscapes needs a model of the {len(CITYSCAPES_CLASSES)} Cityscapes "
             f"classes; this one has num_classes={num_classes}. Use mask_ids: train"
+        )
+    if class_names is not None and tuple(class_names) != CITYSCAPES_CLASSES:
+        raise ConfigError(
+            f"prediction_writer.mask_ids=cityscapes needs the Cityscapes classes in their train-id order "
+            f"{list(CITYSCAPES_CLASSES)}; this model's are {list(class_names)}. Use mask_ids: train"
         )
     table = np.full(256, CITYSCAPES_UNLABELED_ID, dtype=np.uint8)
     for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
