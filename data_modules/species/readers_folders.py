@@ -108,26 +108,34 @@ def read_inat2021(root: Path) -> SpeciesIndex:
     return SpeciesIndex(tuple(d.name for d in class_dirs), tuple(train), tuple(test))
 
 
+TEST_FOLDER_NAMES = ("test", "val", "valid", "validation")  # the held-out split, first found wins
+
+
 def read_image_folder(root: Path, test_fraction: float = 0.2, seed: int = 0) -> SpeciesIndex:
-    """``root/train/<class>/*`` with ``root/test/`` (or ``root/val/``) as the test split, or ``root/<class>/*``.
+    """``root/train/<class>/*`` with ``root/test/`` (or ``val/``, ``valid/``, ``validation/``) as the
+    test split, or ``root/<class>/*``. Split folders are matched in any case (``Train/``, ``Test/``):
+    read as classes they would make a two-class "Test vs Train" problem without a word.
 
     Without a test folder, ``test_fraction`` of each class is held out as the test split (by ``seed``).
     """
     root = require_dir(Path(root), "image folder root")
-    split_layout = (root / "train").is_dir()
-    train_dir = root / "train" if split_layout else root
+    folders = {child.name.lower(): child for child in sorted(root.iterdir()) if child.is_dir()}
+    split_layout = "train" in folders
+    train_dir = folders["train"] if split_layout else root
     class_dirs = _class_dirs(train_dir, "image folder")
     class_index = {d.name: i for i, d in enumerate(class_dirs)}
     records = _records_from_class_dirs(train_dir, class_index)
     class_names = tuple(d.name for d in class_dirs)
-    test_dir = first_existing((root / "test", root / "val")) if split_layout else None
+    test_dir = (
+        next((folders[name] for name in TEST_FOLDER_NAMES if name in folders), None) if split_layout else None
+    )
     if test_dir is not None:
         return SpeciesIndex(
             class_names, tuple(records), tuple(_records_from_class_dirs(test_dir, class_index))
         )
     if test_fraction <= 0:
         raise SpeciesDataError(
-            f"{root}: no test/ or val/ folder, so test_fraction must be > 0 to carve a test split"
+            f"{root}: no {'/, '.join(TEST_FOLDER_NAMES)}/ folder, so test_fraction must be > 0 to carve a test split"
         )
     kept, held_out = stratified_split([r.label for r in records], test_fraction, seed)
     return SpeciesIndex(class_names, tuple(records[i] for i in kept), tuple(records[i] for i in held_out))

@@ -235,6 +235,18 @@ def test_image_folder_split_layout_and_single_class_error(tmp_path):
         read_species_index("imagefolder", tmp_path / "solo")
 
 
+@pytest.mark.parametrize(("train", "test"), [("Train", "Test"), ("train", "valid"), ("TRAIN", "Validation")])
+def test_image_folder_split_folders_are_found_in_any_case_and_under_other_test_names(tmp_path, train, test):
+    """``Train/`` + ``Test/`` read as a two-class "Test vs Train" problem; ``valid/`` was ignored."""
+    for split, count in ((train, 2), (test, 1)):
+        for name in ("cat", "dog"):
+            for k in range(count):
+                write_image(tmp_path / split / name / f"{k}.jpg")
+    index = read_species_index("imagefolder", tmp_path)
+    assert index.class_names == ("cat", "dog")
+    assert len(index.train) == 4 and [r.path.parent.parent.name for r in index.test] == [test, test]
+
+
 def test_image_folder_unknown_test_class_and_empty_class(tmp_path):
     make_image_folder(tmp_path / "train")
     make_image_folder(tmp_path / "test", classes=("cat", "wolf"), per_class=1)
