@@ -75,10 +75,23 @@ class DomainSpec:
         return dataclasses.replace(self, **changes)
 
 
+# fields only one reader uses, with the value that means "not given"; a reader ignores the others
+FOLDER_ONLY = {"image_dir": None, "mask_dir": None, "image_suffix": ".png", "mask_suffix": ".png",
+               "id_map": None, "num_classes": None, "class_names": None}  # fmt: skip
+FIELDS_OF = {"folder": FOLDER_ONLY, "acdc": {"condition": None}, "synthetic": {"pair": None}}
+
+
 def check_spec(spec: DomainSpec, role: str = "domain") -> None:
     """Refuse impossible specs early, naming the field; ``role`` (source/target) goes in the message."""
     if spec.dataset not in DATASET_NAMES:
         raise KeyError(f"{role}.dataset: unknown dataset {spec.dataset!r}; choose one of {DATASET_NAMES}")
+    for owner, fields in FIELDS_OF.items():
+        given = [name for name, unset in fields.items() if getattr(spec, name) != unset]
+        if spec.dataset != owner and given:  # e.g. an id_map on bdd100k was ignored, without a word
+            raise ValueError(
+                f"{role}.{given[0]}: only the {owner!r} reader uses it; dataset {spec.dataset!r} would "
+                f"ignore it (docs/datasets.md lists what each reader reads)"
+            )
     if spec.num_images is not None and spec.num_images < 1:
         raise ValueError(f"{role}.num_images must be >= 1 or null, got {spec.num_images}")
     if spec.dataset == "synthetic":

@@ -1,5 +1,6 @@
 """DomainPairDataModule: paired training batches, target evaluation loaders, label spaces, transforms."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -88,6 +89,21 @@ def test_class_metadata_comes_from_the_source_label_space():
 def test_mismatched_label_spaces_are_refused():
     with pytest.raises(ValueError, match="one label space"):
         DomainPairDataModule(synthetic(), DomainSpec("cityscapes", root="/data/cs"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        (DomainSpec("bdd100k", root="/d", id_map={0: 5}), "target.id_map: only the 'folder' reader uses it"),
+        (DomainSpec("darkzurich", root="/d", condition="night"), "target.condition: only the 'acdc' reader"),
+        (DomainSpec("cityscapes", root="/d", image_suffix=".jpg"), "target.image_suffix: only the 'folder'"),
+        (DomainSpec("gta5", root="/d", pair="day_to_night"), "target.pair: only the 'synthetic' reader"),
+    ],
+)
+def test_a_field_the_dataset_does_not_read_is_refused_not_ignored(spec, named):
+    """An id_map on BDD100K was ignored while the unmapped-class warning made it look applied."""
+    with pytest.raises(ValueError, match=re.escape(named)):
+        DomainPairDataModule(DomainSpec("cityscapes", root="/d"), spec)
 
 
 def test_plain_mappings_are_accepted_as_specs():
