@@ -12,6 +12,8 @@ import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -96,6 +98,40 @@ def test_a_diverging_tmt_run_stops_at_the_nan_loss_not_inside_k_means(tmp_path, 
     assert code == 1, err[-3000:]
     assert re.search(r"TrainingFault: training loss is nan at global step [1-5]\b", err), err[-3000:]
     assert "Traceback" not in err and "k-means" not in err
+
+
+@pytest.mark.slow
+def test_ddp_a_corrupt_image_on_one_process_is_the_one_error_shown(tmp_path):
+    """The process that read the file names it; the other failed in its next all-reduce with gloo's
+    "Connection closed by peer" and a 110-line traceback printed after (and burying) that line."""
+    names = ["sky", "building", "road", "sidewalk", "vegetation", "vehicle", "person", "sign"]
+    rng = np.random.default_rng(0)
+    for folder in ("img", "ann"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for index in range(8):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "img" / f"{index}.png"
+        )
+        Image.fromarray(rng.integers(0, 8, (32, 32), dtype=np.uint8)).save(
+            tmp_path / "data" / "ann" / f"{index}.png"
+        )
+    broken = tmp_path / "data" / "img" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:60])
+    domain = {"dataset": "folder", "root": str(tmp_path / "data"), "image_dir": "img", "mask_dir": "ann",
+              "class_names": names}  # fmt: skip
+    config = tmt_config()
+    config["data"]["init_args"].update(target=domain, target_val=domain)
+    config["trainer"]["max_steps"] = 4
+    command = [sys.executable, "-m", "tmtcam", "fit", "--config", str(write_config(tmp_path / "c.yaml", config)),
+               "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tmtcam: error:")]
+    assert errors == [
+        f"tmtcam: error: CorruptImageError: cannot decode image {broken}: image file is truncated",
+        "tmtcam: error: another DDP process stopped, so this one stopped too; that process's error above names the cause",
+    ], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("loggers", [False, True], ids=["no_logger", "wandb_and_csv"])

@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors that are about the user's input (config, weights file, checkpoint, run dir, a NaN loss)
     are printed as one message, without a traceback: the message names the file or key to fix.
     Exit codes: 2 for a configuration that cannot run (as for a mistyped option), 1 for a run that
-    stopped. ``TMTCAM_TRACEBACK=1`` raises such an error with its traceback instead.
+    stopped. Under DDP, a process that stops because *another* one did says so in one line (the other
+    process printed the cause). ``TMTCAM_TRACEBACK=1`` raises such an error with its traceback instead.
     """
     apply_offline_defaults()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -114,7 +115,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind = next((text for cls, text in kinds if isinstance(error, cls)), type(error).__name__)
         print(f"tmtcam: error: {kind}: {user_message(error)}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
+    except Exception as error:
+        if not lost_a_peer(error) or traceback_requested():
+            raise
+        print(f"tmtcam: error: {PEER_STOPPED}", file=sys.stderr)
+        return 1
     return 0
+
+
+# DDP: when one process stops (a corrupt image, a bad label), the others fail in their next collective
+# with the backend's error, a long traceback printed after, and burying, the one line that names the cause
+PEER_LOST_PHRASES = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+PEER_STOPPED = (
+    "another DDP process stopped, so this one stopped too; that process's error above names the cause"
+)
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a DDP process losing its peers (torch's distributed errors, or gloo's
+    "Connection closed by peer" ``RuntimeError``), not a failure of its own."""
+    import torch.distributed
+
+    if isinstance(error, torch.distributed.DistError):
+        return True
+    return isinstance(error, RuntimeError) and any(phrase in str(error) for phrase in PEER_LOST_PHRASES)
 
 
 def user_message(error: BaseException) -> str:
