@@ -63,6 +63,31 @@ def test_tmt_predict_writes_one_palette_png_per_image_at_its_native_size(tmp_pat
         assert Image.open(folder / "street_b" / "0001.png").getpalette()[:3] != [0, 0, 0]
 
 
+def test_predict_reads_no_masks_so_a_bad_one_of_the_validation_set_does_not_stop_it(
+    tmp_path, capsys, monkeypatch
+):
+    """Without target_test, predict runs on target_val, whose masks it never uses; a label id out of
+    range in one of them stopped predict midway (LabelIdError), some PNGs already written."""
+    names = ["sky", "building", "road", "sidewalk", "vegetation", "vehicle", "person", "sign"]
+    photos = _write_photos(tmp_path / "val" / "img", (32, 32))
+    for photo in photos:
+        mask = tmp_path / "val" / "ann" / photo.relative_to(tmp_path / "val" / "img").with_suffix(".png")
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32), 50, dtype=np.uint8)).save(mask)  # 50: no class of 8
+    domain = {"dataset": "folder", "root": str(tmp_path / "val"), "image_dir": "img", "mask_dir": "ann",
+              "image_suffix": ".jpg", "class_names": names}  # fmt: skip
+    config = tmt_config()
+    config["data"]["init_args"].update(target=domain, target_val=domain)  # no target_test: predict uses val
+    run = ["predict", "--config", str(write_config(tmp_path / "tmt.yaml", config)),
+           "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    code, err = run_cli(run, capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    assert len(list((tmp_path / "run" / "predictions").rglob("*.png"))) == len(photos)
+    validate = ["validate", *run[1:], "--trainer.limit_val_batches", "1"]
+    code, err = run_cli(validate, capsys, monkeypatch)  # validation does read them, and says so
+    assert code == 1 and "LabelIdError" in err, err[-2000:]
+
+
 def test_promptcam_predict_writes_a_csv_of_classes_and_probabilities(tmp_path, capsys, monkeypatch):
     config = promptcam_config(num_test_images=5, batch_size=2)
     run = ["predict", "--config", str(write_config(tmp_path / "pc.yaml", config))]

@@ -36,7 +36,13 @@ from data_modules.segmentation.transforms import (
 
 SYNTHETIC_SCALE_RANGE = (1.0, 1.5)  # rendered at crop size: only zoom in, never pad with ignore
 REAL_SCALE_RANGE = (0.5, 2.0)
-_STREAMS = {"source": 0, "target": 1, "val": 2, "test": 3}  # seed offsets: each loader its own stream
+_STREAMS = {
+    "source": 0,
+    "target": 1,
+    "val": 2,
+    "test": 3,
+    "predict": 3,
+}  # seed offsets: each loader its own stream
 
 
 class DomainPairDataModule(L.LightningDataModule):
@@ -199,13 +205,20 @@ class DomainPairDataModule(L.LightningDataModule):
     def ignore_index(self) -> int:
         return IGNORE_INDEX
 
+    @property
+    def predict_spec(self) -> DomainSpec:
+        """``target_test`` without its masks: ``predict`` needs none (a bad or missing mask of the
+        validation images it falls back to would otherwise stop it), only each image's size."""
+        return self.target_test.replace(labelled=False)
+
     def check_folders(self, stage: str) -> None:
         """The folders the config names for ``stage`` exist (the CLI asks before it writes anything)."""
         roles = {"fit": ("source", "target", "target_val"), "validate": ("target_val",)}.get(
             stage, ("target_test",)
         )
         for role in roles:
-            problem = missing_folder(getattr(self, role), f"data.init_args.{role}")
+            spec = self.predict_spec if stage == "predict" else getattr(self, role)
+            problem = missing_folder(spec, f"data.init_args.{role}")
             if problem:
                 raise FileNotFoundError(problem)
 
@@ -215,8 +228,10 @@ class DomainPairDataModule(L.LightningDataModule):
             self._build("target", self.target, train=True)
         if stage in (None, "fit", "validate"):
             self._build("val", self.target_val, train=False)
-        if stage in (None, "test", "predict"):
+        if stage in (None, "test"):
             self._build("test", self.target_test, train=False)
+        if stage in (None, "predict"):
+            self._build("predict", self.predict_spec, train=False)
 
     def _build(self, name: str, spec: DomainSpec, train: bool) -> None:
         if name in self.datasets:
@@ -265,7 +280,7 @@ class DomainPairDataModule(L.LightningDataModule):
         return self._loader("test", self._eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        return self._loader("predict", self._eval_batch_size, shuffle=False)
 
 
 def same_images(a: DomainSpec, b: DomainSpec) -> bool:

@@ -72,7 +72,9 @@ def test_val_and_test_loaders_serve_target_images_at_the_rendering_size():
     test = next(iter(datamodule.test_dataloader()))
     assert all("/target/test/" in path for path in test["path"])
     assert len(datamodule.test_dataloader().dataset) == 200  # default synthetic test size
-    assert next(iter(datamodule.predict_dataloader()))["path"] == test["path"]
+    datamodule.setup("predict")  # the test images, without their masks (predict needs none)
+    predicted = next(iter(datamodule.predict_dataloader()))
+    assert predicted["path"] == test["path"] and (predicted["mask"] == IGNORE_INDEX).all()
 
 
 def test_class_metadata_comes_from_the_source_label_space():
