@@ -49,6 +49,7 @@ from data_modules.segmentation.validation import (
     MaskSizeError,
     MissingCounterpartError,
     SegmentationDataError,
+    UnmappedIdWarning,
 )
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "DomainSpec",
     "ImageModeError",
     "ImageModeWarning",
+    "UnmappedIdWarning",
     "LabelIdError",
     "LabelMapping",
     "MaskFormat",

@@ -9,13 +9,14 @@ without a train id become :data:`IGNORE_INDEX`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data_modules.segmentation.validation import LabelIdError
+from data_modules.segmentation.validation import LabelIdError, UnmappedIdWarning
 
 IGNORE_INDEX = 255
 
@@ -102,7 +103,23 @@ class LabelMapping:
         for source, train in self.to_train.items():
             if source < size:
                 table[source] = train
+        if self.known_ids is None:
+            self._warn_unlisted(raw, size)
         return table[raw]
+
+    def _warn_unlisted(self, raw: np.ndarray, size: int) -> None:
+        """A user's map leaves raw ids out on purpose (they are ignored), or by a typo (``6: 13`` for
+        ``5: 13``), which would drop a class's pixels without a word. The message holds only the ids,
+        so Python's warning filter shows each set once, not once per mask."""
+        present = np.flatnonzero(np.bincount(raw.ravel(), minlength=size))
+        unlisted = sorted(set(present.tolist()) - set(self.to_train) - {IGNORE_INDEX})
+        if unlisted:
+            warnings.warn(
+                f"id_map lists no train id for raw ids {unlisted[:8]} found in the masks: their pixels are "
+                f"ignored (255). If that is a typo in id_map, fix it; map them to 255 to silence this",
+                UnmappedIdWarning,
+                stacklevel=2,
+            )
 
 
 def identity_mapping(num_classes: int) -> LabelMapping:

@@ -57,6 +57,10 @@ class ImageModeWarning(UserWarning):
     """An image or mask in an unusual mode was converted; the message names the first such file."""
 
 
+class UnmappedIdWarning(UserWarning):
+    """Masks hold raw ids a user's ``id_map`` does not list; they become 255 (ignored)."""
+
+
 class ConversionNotices:
     """Warns once per kind of conversion (e.g. ``image mode L``), naming the first file converted.
 

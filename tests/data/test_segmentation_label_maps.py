@@ -1,5 +1,7 @@
 """Label tables and the raw-id -> train-id mapping, on hand-made inputs."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from data_modules.segmentation import (
     LabelMapping,
 )
 from data_modules.segmentation.label_maps import id_map_mapping, identity_mapping
+from data_modules.segmentation.validation import UnmappedIdWarning
 
 
 def test_cityscapes_tables_cover_each_train_id_once():
@@ -82,9 +85,23 @@ def test_mapping_refuses_unknown_ids_naming_the_file_and_values():
 
 def test_sixteen_bit_ids_are_handled():
     mapping = LabelMapping({1000: 2}, None)
-    np.testing.assert_array_equal(
-        mapping.apply(np.array([[1000, 7]], dtype=np.uint16), "m"), [[2, IGNORE_INDEX]]
-    )
+    with pytest.warns(UnmappedIdWarning, match=r"raw ids \[7\]"):
+        np.testing.assert_array_equal(
+            mapping.apply(np.array([[1000, 7]], dtype=np.uint16), "m"), [[2, IGNORE_INDEX]]
+        )
+
+
+def test_a_user_id_map_warns_about_raw_ids_it_leaves_out_but_not_about_ignore():
+    """A typo (``6: 13`` where the masks use 5) sent a class's pixels to 255 without a word."""
+    typo = id_map_mapping({1: 0, 2: 1, 6: 13}, num_classes=19)
+    with pytest.warns(
+        UnmappedIdWarning, match=r"^id_map lists no train id for raw ids \[5\] found in the masks"
+    ):
+        typo.apply(np.array([[1, 2, 5, 255]], np.uint8), "m.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        typo.apply(np.array([[1, 2, 6, 255]], np.uint8), "m.png")  # every id listed, 255 is ignore
+        identity_mapping(3).apply(np.array([[0, 2, 255]], np.uint8), "m.png")  # known ids: no warning
 
 
 def test_identity_and_user_id_maps():
@@ -94,6 +111,9 @@ def test_identity_and_user_id_maps():
     with pytest.raises(LabelIdError, match="m.png"):
         identity_mapping(3).apply(np.array([[3]], np.uint8), "m.png")
     user = id_map_mapping({"10": "1", 20: 0}, num_classes=2)  # YAML may give strings
-    np.testing.assert_array_equal(user.apply(np.array([[10, 20, 30]], np.uint8), "m"), [[1, 0, IGNORE_INDEX]])
+    with pytest.warns(UnmappedIdWarning, match=r"raw ids \[30\]"):
+        np.testing.assert_array_equal(
+            user.apply(np.array([[10, 20, 30]], np.uint8), "m"), [[1, 0, IGNORE_INDEX]]
+        )
     with pytest.raises(ValueError, match="10 -> 5"):
         id_map_mapping({10: 5}, num_classes=2)
