@@ -134,6 +134,14 @@ def test_ddp_a_corrupt_image_on_one_process_is_the_one_error_shown(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_connection_error_outside_ddp_is_not_taken_for_a_lost_peer():
+    """Only a DDP process (an initialised process group) can lose a peer; elsewhere the error is its own."""
+    from tmtcam.cli import lost_a_peer
+
+    assert not torch.distributed.is_initialized()
+    assert not lost_a_peer(RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:41604"))
+
+
 @pytest.mark.parametrize("loggers", [False, True], ids=["no_logger", "wandb_and_csv"])
 def test_a_fresh_run_in_a_run_dir_with_an_earlier_run_is_refused(tmp_path, capsys, monkeypatch, loggers):
     """Also when W&B would give the new run its own folder: --ckpt_path last would then resume the

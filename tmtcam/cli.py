@@ -136,6 +136,8 @@ def lost_a_peer(error: BaseException) -> bool:
     "Connection closed by peer" ``RuntimeError``), not a failure of its own."""
     import torch.distributed
 
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False  # no DDP here: a "connection reset" is this process's own failure
     if isinstance(error, torch.distributed.DistError):
         return True
     return isinstance(error, RuntimeError) and any(phrase in str(error) for phrase in PEER_LOST_PHRASES)
