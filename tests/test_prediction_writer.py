@@ -43,8 +43,11 @@ def test_tmt_predict_writes_one_palette_png_per_image_at_its_native_size(tmp_pat
     )  # fmt: skip
     run = ["predict", "--config", str(write_config(tmp_path / "tmt.yaml", config))]
     run += ["--trainer.default_root_dir", str(tmp_path / "run")]
-    for _ in range(2):  # a second run writes a new folder beside the first
-        code, err = run_cli(run, capsys, monkeypatch)
+    for extra in (
+        [],
+        ["--data.init_args.val_batch_size", "1"],
+    ):  # a second run: a new folder beside the first
+        code, err = run_cli([*run, *extra], capsys, monkeypatch)
         assert code == 0, err
     folders = sorted((tmp_path / "run" / "predictions").iterdir())
     assert len(folders) == 2
@@ -52,8 +55,10 @@ def test_tmt_predict_writes_one_palette_png_per_image_at_its_native_size(tmp_pat
     assert (tmp_path / "run" / "config-predict.yaml").is_file() and not (
         tmp_path / "run" / "config.yaml"
     ).exists()
-    for folder in folders:  # each keeps the config it was predicted with (config-predict.yaml: the newest)
-        assert (folder / "config.yaml").read_text() == (tmp_path / "run" / "config-predict.yaml").read_text()
+    first, second = ((folder / "config.yaml").read_text() for folder in folders)  # each keeps its own
+    assert "val_batch_size: null" in first and "val_batch_size: 1" in second
+    assert second == (tmp_path / "run" / "config-predict.yaml").read_text()  # the run dir's: the newest
+    for folder in folders:
         written = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.png"))
         assert written == ["street_a/0001.png", "street_b/0001.png"]
         with Image.open(folder / "street_a" / "0001.png") as mask:

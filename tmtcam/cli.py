@@ -125,21 +125,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # DDP: when one process stops (a corrupt image, a bad label), the others fail in their next collective
 # with the backend's error, a long traceback printed after, and burying, the one line that names the cause
-PEER_LOST_PHRASES = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+PEER_LOST_PHRASES = (
+    "Connection closed by peer", "Connection reset by peer", "remote worker crashing", "remote process exited",
+)  # fmt: skip
 PEER_STOPPED = (
     "another DDP process stopped, so this one stopped too; that process's error above names the cause"
 )
 
 
 def lost_a_peer(error: BaseException) -> bool:
-    """Whether ``error`` is a DDP process losing its peers (torch's distributed errors, or gloo's
-    "Connection closed by peer" ``RuntimeError``), not a failure of its own."""
+    """Whether ``error`` is a DDP process losing a peer (gloo's "Connection closed / reset by peer",
+    NCCL's "remote process exited"), not a failure of its own: other distributed errors (a store or
+    a timeout) keep their traceback."""
     import torch.distributed
 
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return False  # no DDP here: a "connection reset" is this process's own failure
-    if isinstance(error, torch.distributed.DistError):
-        return True
     return isinstance(error, RuntimeError) and any(phrase in str(error) for phrase in PEER_LOST_PHRASES)
 
 

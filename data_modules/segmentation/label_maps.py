@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,8 @@ class LabelMapping:
 
     to_train: Mapping[int, int]
     known_ids: frozenset[int] | None
+    # raw ids already warned about (per process: each DataLoader worker has its copy)
+    reported: set[int] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for raw, train in self.to_train.items():
@@ -109,11 +111,11 @@ class LabelMapping:
 
     def _warn_unlisted(self, raw: np.ndarray, size: int) -> None:
         """A user's map leaves raw ids out on purpose (they are ignored), or by a typo (``6: 13`` for
-        ``5: 13``), which would drop a class's pixels without a word. The message holds only the ids,
-        so Python's warning filter shows each set once, not once per mask."""
+        ``5: 13``), which would drop a class's pixels without a word. Each id is named once."""
         present = np.flatnonzero(np.bincount(raw.ravel(), minlength=size))
-        unlisted = sorted(set(present.tolist()) - set(self.to_train) - {IGNORE_INDEX})
+        unlisted = sorted(set(present.tolist()) - set(self.to_train) - {IGNORE_INDEX} - self.reported)
         if unlisted:
+            self.reported.update(unlisted)
             warnings.warn(
                 f"id_map lists no train id for raw ids {unlisted[:8]} found in the masks: their pixels are "
                 f"ignored (255). If that is a typo in id_map, fix it; map them to 255 to silence this",

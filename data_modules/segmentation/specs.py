@@ -9,6 +9,7 @@ rejects the combinations that cannot work before any file is touched.
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,11 +87,13 @@ def check_spec(spec: DomainSpec, role: str = "domain") -> None:
     if spec.dataset not in DATASET_NAMES:
         raise KeyError(f"{role}.dataset: unknown dataset {spec.dataset!r}; choose one of {DATASET_NAMES}")
     for owner, fields in FIELDS_OF.items():
-        given = [name for name, unset in fields.items() if getattr(spec, name) != unset]
+        given = {name: unset for name, unset in fields.items() if getattr(spec, name) != unset}
         if spec.dataset != owner and given:  # e.g. an id_map on bdd100k was ignored, without a word
+            reset = json.dumps({"dataset": spec.dataset, **given})
             raise ValueError(
-                f"{role}.{given[0]}: only the {owner!r} reader uses it; dataset {spec.dataset!r} would "
-                f"ignore it (docs/datasets.md lists what each reader reads)"
+                f"{role}: {', '.join(given)} only the {owner!r} reader reads; dataset {spec.dataset!r} would "
+                f"ignore them. Remove them, or, when switching a config's dataset on the command line "
+                f"(which merges into its {role}), reset them: --data.init_args.{role} '{reset}'"
             )
     if spec.num_images is not None and spec.num_images < 1:
         raise ValueError(f"{role}.num_images must be >= 1 or null, got {spec.num_images}")

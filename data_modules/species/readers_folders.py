@@ -113,15 +113,18 @@ TEST_FOLDER_NAMES = ("test", "val", "valid", "validation")  # the held-out split
 
 def read_image_folder(root: Path, test_fraction: float = 0.2, seed: int = 0) -> SpeciesIndex:
     """``root/train/<class>/*`` with ``root/test/`` (or ``val/``, ``valid/``, ``validation/``) as the
-    test split, or ``root/<class>/*``. Split folders are matched in any case (``Train/``, ``Test/``):
-    read as classes they would make a two-class "Test vs Train" problem without a word.
+    test split, or ``root/<class>/*``. Split folders are matched in any case (``Train/``, ``Test/``)
+    when they are all the root holds: read as classes they would make a two-class "Test vs Train"
+    problem without a word, while ``Bus/ Car/ Train/`` stays a flat set of classes.
 
     Without a test folder, ``test_fraction`` of each class is held out as the test split (by ``seed``).
     """
     root = require_dir(Path(root), "image folder root")
     folders = {child.name.lower(): child for child in sorted(root.iterdir()) if child.is_dir()}
-    split_layout = "train" in folders
-    train_dir = folders["train"] if split_layout else root
+    split_layout = (root / "train").is_dir() or (
+        "train" in folders and set(folders) <= {"train", *TEST_FOLDER_NAMES}
+    )  # `Train/` + `Test/` is a split; `Bus/ Car/ Train/ Truck/` is four classes
+    train_dir = (root / "train" if (root / "train").is_dir() else folders["train"]) if split_layout else root
     class_dirs = _class_dirs(train_dir, "image folder")
     class_index = {d.name: i for i, d in enumerate(class_dirs)}
     records = _records_from_class_dirs(train_dir, class_index)

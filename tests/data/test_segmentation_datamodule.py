@@ -96,16 +96,29 @@ def test_mismatched_label_spaces_are_refused():
 @pytest.mark.parametrize(
     ("spec", "named"),
     [
-        (DomainSpec("bdd100k", root="/d", id_map={0: 5}), "target.id_map: only the 'folder' reader uses it"),
-        (DomainSpec("darkzurich", root="/d", condition="night"), "target.condition: only the 'acdc' reader"),
-        (DomainSpec("cityscapes", root="/d", image_suffix=".jpg"), "target.image_suffix: only the 'folder'"),
-        (DomainSpec("gta5", root="/d", pair="day_to_night"), "target.pair: only the 'synthetic' reader"),
+        (DomainSpec("bdd100k", root="/d", id_map={0: 5}), "target: id_map only the 'folder' reader reads"),
+        (DomainSpec("darkzurich", root="/d", condition="night"), "target: condition only the 'acdc' reader"),
+        (DomainSpec("cityscapes", root="/d", image_suffix=".jpg"), "target: image_suffix only the 'folder'"),
+        (DomainSpec("gta5", root="/d", pair="day_to_night"), "target: pair only the 'synthetic' reader"),
     ],
 )
 def test_a_field_the_dataset_does_not_read_is_refused_not_ignored(spec, named):
     """An id_map on BDD100K was ignored while the unmapped-class warning made it look applied."""
     with pytest.raises(ValueError, match=re.escape(named)):
         DomainPairDataModule(DomainSpec("cityscapes", root="/d"), spec)
+
+
+def test_switching_a_folder_target_to_a_real_dataset_names_every_leftover_and_the_reset():
+    """A command-line dict merges into the config's spec, so a folder's fields stay behind."""
+    leftover = DomainSpec("cityscapes", root="/d", image_dir="images", mask_dir="masks", image_suffix=".jpg")
+    with pytest.raises(ValueError) as refused:
+        DomainPairDataModule(DomainSpec("cityscapes", root="/d"), leftover)
+    message = str(refused.value)
+    assert "target: image_dir, mask_dir, image_suffix only the 'folder' reader reads" in message
+    assert (
+        """--data.init_args.target '{"dataset": "cityscapes", "image_dir": null, "mask_dir": null, "image_suffix": ".png"}'"""
+        in message
+    )
 
 
 def test_plain_mappings_are_accepted_as_specs():

@@ -100,8 +100,11 @@ def test_a_user_id_map_warns_about_raw_ids_it_leaves_out_but_not_about_ignore():
         typo.apply(np.array([[1, 2, 5, 255]], np.uint8), "m.png")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        typo.apply(np.array([[1, 2, 5, 255]], np.uint8), "n.png")  # 5 was named already: once per id
         typo.apply(np.array([[1, 2, 6, 255]], np.uint8), "m.png")  # every id listed, 255 is ignore
         identity_mapping(3).apply(np.array([[0, 2, 255]], np.uint8), "m.png")  # known ids: no warning
+    with pytest.warns(UnmappedIdWarning, match=r"raw ids \[7\]"):  # only the new one
+        typo.apply(np.array([[5, 7]], np.uint8), "o.png")
 
 
 def test_identity_and_user_id_maps():

@@ -247,6 +247,14 @@ def test_image_folder_split_folders_are_found_in_any_case_and_under_other_test_n
     assert len(index.train) == 4 and [r.path.parent.parent.name for r in index.test] == [test, test]
 
 
+def test_a_flat_image_folder_with_a_class_called_train_stays_flat(tmp_path):
+    for name in ("Bus", "Car", "Train", "Truck"):
+        for k in range(3):
+            write_image(tmp_path / name / f"{k}.jpg")
+    index = read_species_index("imagefolder", tmp_path)
+    assert index.class_names == ("Bus", "Car", "Train", "Truck") and len(index.train) + len(index.test) == 12
+
+
 def test_image_folder_unknown_test_class_and_empty_class(tmp_path):
     make_image_folder(tmp_path / "train")
     make_image_folder(tmp_path / "test", classes=("cat", "wolf"), per_class=1)
