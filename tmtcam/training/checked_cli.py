@@ -52,8 +52,8 @@ from tmtcam.training.progress_bar import output_is_terminal
 USER_FACING_ERRORS = (
     ConfigError, TrainingFault, CheckpointMismatch, WeightsError, SegmentationDataError, SpeciesDataError,
 )  # fmt: skip
-# what constructors raise for a bad argument value (FileNotFoundError: e.g. a missing init checkpoint)
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")  # --ckpt_path words Lightning resolves itself
+# what constructors raise for a bad argument value (FileNotFoundError: e.g. a missing init checkpoint)
 CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFoundError)
 
 
@@ -109,7 +109,7 @@ class CheckedLightningCLI(LightningCLI):
             check_fresh_run_dir(root, config.get("ckpt_path"))
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # written to files per batch (PredictionFileWriter)
-        if config.trainer.get("default_root_dir"):
+        if root:
             place_loggers_in_run_dir(config.trainer)
         use_rich_progress_bar(config.trainer)
         if config.get("ckpt_path"):  # resuming, or evaluating a run: its metrics join that run
