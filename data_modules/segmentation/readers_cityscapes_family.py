@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_modules.files import require_dir
 from data_modules.segmentation.image_dataset import (
     MaskFormat,
     SegmentationIndex,
@@ -22,7 +23,7 @@ from data_modules.segmentation.label_maps import (
     CITYSCAPES_TRAIN_IDS,
 )
 from data_modules.segmentation.specs import ACDC_CONDITIONS, DomainSpec
-from data_modules.segmentation.validation import SegmentationDataError, index_files, require_dir
+from data_modules.segmentation.validation import SegmentationDataError, index_files
 
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
 CITYSCAPES_TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_modules.files import require_dir
 from data_modules.segmentation.image_dataset import (
     MaskFormat,
     SegmentationIndex,
@@ -31,7 +32,6 @@ from data_modules.segmentation.validation import (
     load_first_channel_16bit,
     pair_files,
     read_name_list,
-    require_dir,
 )
 
 MAPILLARY_SPLITS: dict[str, str] = {"train": "training", "val": "validation", "test": "testing"}

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from data_modules.files import require_dir, require_file, utf8_text
+
 
 class SegmentationDataError(ValueError):
     """Folders, images or masks that are missing, malformed or inconsistent."""
@@ -37,12 +39,6 @@ class MaskSizeError(SegmentationDataError):
 
 class MissingCounterpartError(SegmentationDataError):
     """An image without its mask, or a mask without its image."""
-
-
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} not found: {path} is not a directory")
-    return path
 
 
 class ImageModeError(SegmentationDataError):
@@ -242,15 +238,11 @@ def pair_files(
 
 def read_name_list(path: Path) -> list[str]:
     """Non-blank, stripped lines of a split file (one image name per line)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    try:
-        with path.open(encoding="utf-8") as handle:
-            names = [line.strip() for line in handle if line.strip()]
-    except UnicodeDecodeError as error:
-        raise SegmentationDataError(
-            f"split file {path}: not UTF-8 text (byte {error.start}); save it as UTF-8"
-        ) from None
+    with (
+        require_file(path, "split file").open(encoding="utf-8") as handle,
+        utf8_text(path, SegmentationDataError),
+    ):
+        names = [line.strip() for line in handle if line.strip()]
     if not names:
         raise SegmentationDataError(f"split file {path} lists no images")
     return names

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_modules.files import require_dir, require_file, utf8_text
 from data_modules.species.image_dataset import SpeciesIndex, SpeciesRecord
 from data_modules.species.validation import (
     SpeciesDataError,
@@ -23,9 +24,6 @@ from data_modules.species.validation import (
     parse_int,
     read_lines,
     read_rows,
-    require_dir,
-    require_file,
-    utf8_text,
 )
 
 CUB_NUM_PARTS = 15
@@ -265,7 +263,10 @@ def read_flowers102(root: Path) -> SpeciesIndex:
 
 def _read_id_list(path: Path) -> list[int]:
     ids = []
-    with require_file(path, "Flowers-102 split file").open(encoding="utf-8") as handle, utf8_text(path):
+    with (
+        require_file(path, "Flowers-102 split file").open(encoding="utf-8") as handle,
+        utf8_text(path, SpeciesDataError),
+    ):
         for line, text in enumerate(handle, start=1):
             ids.extend(parse_int(token, path, line) for token in text.split())
     return ids

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_modules.files import require_dir
 from data_modules.species.image_dataset import SpeciesIndex, SpeciesRecord
 from data_modules.species.splits import stratified_split
 from data_modules.species.validation import (
@@ -20,7 +21,6 @@ from data_modules.species.validation import (
     list_images,
     load_matlab,
     read_rows,
-    require_dir,
 )
 
 

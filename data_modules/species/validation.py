@@ -9,29 +9,18 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from data_modules.files import require_file, utf8_text
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 class SpeciesDataError(ValueError):
     """Annotation files or folders that are inconsistent or malformed."""
-
-
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} not found: {path} is not a directory")
-    return path
-
-
-def require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    return path
 
 
 def first_existing(candidates: Iterable[Path]) -> Path | None:
@@ -45,7 +34,10 @@ def read_rows(path: Path, num_fields: int, delimiter: str | None = None) -> list
     one (class names with spaces).
     """
     rows = []
-    with require_file(path, "annotation file").open(newline="", encoding="utf-8") as handle, utf8_text(path):
+    with (
+        require_file(path, "annotation file").open(newline="", encoding="utf-8") as handle,
+        utf8_text(path, SpeciesDataError),
+    ):
         lines = csv.reader(handle, delimiter=delimiter) if delimiter else (line.split() for line in handle)
         for number, fields in enumerate(lines, start=1):
             fields = [field.strip() for field in fields]
@@ -61,21 +53,8 @@ def read_rows(path: Path, num_fields: int, delimiter: str | None = None) -> list
 
 def read_lines(path: Path, what: str) -> list[str]:
     """Non-blank lines, stripped (one name per line files)."""
-    with require_file(path, what).open(encoding="utf-8") as handle, utf8_text(path):
+    with require_file(path, what).open(encoding="utf-8") as handle, utf8_text(path, SpeciesDataError):
         return [line.strip() for line in handle if line.strip()]
-
-
-@contextmanager
-def utf8_text(path: Path) -> Iterator[None]:
-    """Reading ``path`` as text: a byte that is not UTF-8 is an error naming the file and offset
-    (``UnicodeDecodeError`` names neither, and reads as a bug rather than a bad annotation file)."""
-    try:
-        yield
-    except UnicodeDecodeError as error:
-        raise SpeciesDataError(
-            f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start : error.start + 1]!r}); "
-            f"save it as UTF-8"
-        ) from None
 
 
 def parse_int(value: str, path: Path, line: int) -> int:

@@ -38,16 +38,19 @@ from tmtcam.tmt import METHODS
 
 
 def parse_variants(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``NAME=JSON`` strings -> {name: TMTSegmentation keyword arguments}; plain method names allowed."""
+    """``NAME=JSON`` strings -> {name: TMTSegmentation keyword arguments}; plain method names allowed.
+
+    Raises ValueError naming the variant, which ``parse_args`` turns into an argparse error.
+    """
     variants: dict[str, dict[str, Any]] = {}
     for item in items:
         name, _, options = item.partition("=")
         try:
             variants[name] = json.loads(options) if options else {"method": name}
         except json.JSONDecodeError as error:
-            raise SystemExit(f"--variant {name}: not valid JSON ({error}): {options}") from None
+            raise ValueError(f"--variant {name}: not valid JSON ({error}): {options}") from None
         if variants[name].get("method", "tmt") not in METHODS:
-            raise SystemExit(f"--variant {name}: method must be one of {METHODS}")
+            raise ValueError(f"--variant {name}: method must be one of {METHODS}")
     return variants
 
 
@@ -93,7 +96,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--unlabelled-target", action="store_true", help="unsupervised adaptation: no target masks"
     )
     parser.add_argument("--section", default="tmt-accuracy", help="section of --doc to replace")
-    return parse_on_this_machine(parser, argv)
+    args = parse_on_this_machine(parser, argv)
+    check_choices(parser, args)
+    return args
+
+
+def check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what argparse's types cannot see (exit 2 with the usage line, as for any bad option):
+    unknown pairs, a malformed ``--variant``, a crop off the backbone's patch grid."""
+    pairs = sorted(SYNTHETIC_PAIRS) if args.pairs == ["all"] else args.pairs
+    if unknown := [pair for pair in pairs if pair not in SYNTHETIC_PAIRS]:
+        parser.error(f"--pairs: unknown {unknown}; choose from {sorted(SYNTHETIC_PAIRS)} or 'all'")
+    args.pairs = pairs
+    try:
+        args.variants = {method: {"method": method} for method in args.methods} | parse_variants(args.variant)
+    except ValueError as error:
+        parser.error(str(error))
+    patch = BACKBONES[args.backbone]["patch_size"]
+    if args.crop_size % patch:
+        parser.error(f"--crop-size {args.crop_size}: must be a multiple of the patch size {patch}")
 
 
 def mean_std(values: list[float]) -> str:
@@ -165,11 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.command = "python -m tmtcam bench tmt " + shlex.join(sys.argv[1:] if argv is None else argv)
     quiet_lightning()
-    pairs = sorted(SYNTHETIC_PAIRS) if args.pairs == ["all"] else args.pairs
-    unknown = [pair for pair in pairs if pair not in SYNTHETIC_PAIRS]
-    if unknown:
-        raise SystemExit(f"--pairs: unknown {unknown}; choose from {sorted(SYNTHETIC_PAIRS)} or 'all'")
-    variants = {method: {"method": method} for method in args.methods} | parse_variants(args.variant)
+    pairs, variants = args.pairs, args.variants
     budget = Budget(
         source_steps=args.source_steps,
         adapt_steps=args.adapt_steps,
@@ -179,9 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         backbone=args.backbone,
         crop_size=args.crop_size,
     )
-    patch = BACKBONES[args.backbone]["patch_size"]
-    if args.crop_size % patch:
-        raise SystemExit(f"--crop-size {args.crop_size}: must be a multiple of the patch size {patch}")
     console, start = Console(), time.perf_counter()
     results: dict[str, dict[str, list[float]]] = {pair: {name: [] for name in variants} for pair in pairs}
     source_only: dict[str, list[float]] = {pair: [] for pair in pairs}
