@@ -32,8 +32,7 @@ class SaveAndLogConfig(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         name = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
         # validate/test/predict in a run dir keep the training run's config.yaml
-        base = self._fit_config_filename
-        self.config_filename = base if name == "fit" else f"{Path(base).stem}-{name}.yaml"
+        self.config_filename = stage_config_name(self._fit_config_filename, name)
         if self.save_to_log_dir and not self.already_saved:
             log_dir = trainer.log_dir  # a broadcast: every rank must ask
             if trainer.is_global_zero and log_dir:
@@ -46,6 +45,12 @@ class SaveAndLogConfig(SaveConfigCallback):
         resolved = self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config)
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": resolved})
+
+
+def stage_config_name(fit_name: str, stage: str) -> str:
+    """The file a stage's config is written to: ``fit`` uses the CLI's name (``config.yaml``), the
+    other stages ``<stem>-<stage>.yaml``. The prediction writer reads the predict one by this name."""
+    return fit_name if stage == "fit" else f"{Path(fit_name).stem}-{stage}.yaml"
 
 
 def keep_earlier_config(path: Path, new_text: str) -> Path | None:

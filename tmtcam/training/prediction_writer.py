@@ -35,11 +35,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from data_modules.segmentation import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN
+from tmtcam.training.config_logging import stage_config_name
 from tmtcam.training.preflight import ConfigError
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
 
 MaskIds = Literal["train", "cityscapes"]
-PREDICT_CONFIG = "config-predict.yaml"  # written by SaveAndLogConfig before predicting starts
+PREDICT_CONFIG = stage_config_name("config.yaml", "predict")  # SaveAndLogConfig writes it before predicting
 CITYSCAPES_UNLABELED_ID = 0
 
 
