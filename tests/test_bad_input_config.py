@@ -264,6 +264,11 @@ def test_promptcam_fit_with_max_steps_but_no_max_epochs_names_trainer_max_epochs
     assert "max_epochs" not in config["trainer"] and config["trainer"]["max_steps"] == 2
     code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
     assert_refused(tmp_path, code, err, "trainer.max_epochs is not set", "--trainer.max_epochs N")
+    # checked before the data is indexed (which takes minutes on a large dataset): a missing
+    # dataset folder is not what stops this run
+    config = promptcam_config(dataset="imagefolder", root=str(tmp_path / "no_such_folder"))
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(tmp_path, code, err, "trainer.max_epochs is not set")
 
 
 @pytest.mark.parametrize("command", ["fit", "predict"])
