@@ -61,6 +61,8 @@ MAPILLARY_TO_TRAIN: dict[int, int] = {
     55: 13, 61: 14, 54: 15, 58: 16, 57: 17, 52: 18,  # car, truck, bus, on rails, motorcycle, bicycle
 }  # fmt: skip
 MAPILLARY_IDS: frozenset[int] = frozenset(range(66))
+# raw ids up to 16 bits are mapped through a table indexed by id; larger ones through np.unique
+DENSE_ID_LIMIT = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -89,30 +91,41 @@ class LabelMapping:
             raise LabelIdError(f"label image {path}: expected integer ids, got dtype {raw.dtype}")
         if raw.size and int(raw.min()) < 0:
             raise LabelIdError(f"label image {path}: negative label id {int(raw.min())}")
-        size = max(256, int(raw.max()) + 1) if raw.size else 256
-        if self.known_ids is not None:
-            legal = np.zeros(size, dtype=bool)
-            legal[[i for i in self.known_ids if i < size]] = True
-            legal[IGNORE_INDEX] = True
-            bad = ~legal[raw]
-            if bad.any():
-                values = np.unique(raw[bad])
-                raise LabelIdError(
-                    f"label image {path}: ids {values[:8].tolist()} are not in this dataset's label set "
-                    f"({bad.sum()} pixels); is this an id mask of the right dataset?"
-                )
-        table = np.full(size, IGNORE_INDEX, dtype=np.uint8)
-        for source, train in self.to_train.items():
-            if source < size:
-                table[source] = train
-        if self.known_ids is None:
-            self._warn_unlisted(raw, size)
-        return table[raw]
+        largest = int(raw.max()) if raw.size else 0
+        if largest >= DENSE_ID_LIMIT:
+            # a 32-bit mask: a table indexed by raw id would need largest + 1 entries (gigabytes)
+            ids, inverse, counts = np.unique(raw, return_inverse=True, return_counts=True)
+            return self._train_ids(ids, counts, path)[inverse].reshape(raw.shape)
+        size = max(256, largest + 1)
+        counts = np.bincount(raw.ravel(), minlength=size)
+        return self._train_ids(np.arange(size), counts, path)[raw]
 
-    def _warn_unlisted(self, raw: np.ndarray, size: int) -> None:
+    def _train_ids(self, ids: np.ndarray, counts: np.ndarray, path: Path | str) -> np.ndarray:
+        """The uint8 train id of each raw id in the sorted ``ids`` (``counts``: its pixels in the mask),
+        after refusing ids outside ``known_ids`` and warning about ids an ``id_map`` leaves out."""
+        present = ids[counts > 0]
+        if self.known_ids is not None:
+            legal = self.known_ids | {IGNORE_INDEX}
+            bad = [raw_id for raw_id in present.tolist() if raw_id not in legal]
+            if bad:
+                pixels = int(counts[np.isin(ids, bad)].sum())
+                raise LabelIdError(
+                    f"label image {path}: ids {bad[:8]} are not in this dataset's label set "
+                    f"({pixels} pixels); is this an id mask of the right dataset?"
+                )
+        else:
+            self._warn_unlisted(present)
+        sources = np.fromiter(self.to_train, dtype=np.int64, count=len(self.to_train))
+        targets = np.fromiter(self.to_train.values(), dtype=np.uint8, count=len(self.to_train))
+        slots = np.searchsorted(ids, sources).clip(max=len(ids) - 1)
+        found = ids[slots] == sources
+        table = np.full(len(ids), IGNORE_INDEX, dtype=np.uint8)
+        table[slots[found]] = targets[found]
+        return table
+
+    def _warn_unlisted(self, present: np.ndarray) -> None:
         """A user's map leaves raw ids out on purpose (they are ignored), or by a typo (``6: 13`` for
         ``5: 13``), which would drop a class's pixels without a word. Each id is named once."""
-        present = np.flatnonzero(np.bincount(raw.ravel(), minlength=size))
         unlisted = sorted(set(present.tolist()) - set(self.to_train) - {IGNORE_INDEX} - self.reported)
         if unlisted:
             self.reported.update(unlisted)
@@ -120,7 +133,7 @@ class LabelMapping:
                 f"id_map lists no train id for raw ids {unlisted[:8]} found in the masks: their pixels are "
                 f"ignored (255). If that is a typo in id_map, fix it; map them to 255 to silence this",
                 UnmappedIdWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
 

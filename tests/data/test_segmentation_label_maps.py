@@ -91,6 +91,18 @@ def test_sixteen_bit_ids_are_handled():
         )
 
 
+def test_thirty_two_bit_ids_map_without_a_table_as_long_as_the_largest_id():
+    """A 32-bit mask (PIL mode ``I``) with ids near 2**31 used to build lookup tables of 2**31
+    entries (gigabytes per mask); ids this large now map through their distinct values."""
+    huge = 2**31 - 2
+    mapping = LabelMapping({huge: 4, 7: 1}, None)
+    raw = np.array([[huge, 7], [3, 255]], dtype=np.int32)
+    with pytest.warns(UnmappedIdWarning, match=r"raw ids \[3\]"):
+        np.testing.assert_array_equal(mapping.apply(raw, "m.png"), [[4, 1], [IGNORE_INDEX, IGNORE_INDEX]])
+    with pytest.raises(LabelIdError, match=rf"labels/x\.png: ids \[{huge}\] .*\(2 pixels\)"):
+        identity_mapping(19).apply(np.array([[0, huge, huge]], dtype=np.uint32), "labels/x.png")
+
+
 def test_a_user_id_map_warns_about_raw_ids_it_leaves_out_but_not_about_ignore():
     """A typo (``6: 13`` where the masks use 5) sent a class's pixels to 255 without a word."""
     typo = id_map_mapping({1: 0, 2: 1, 6: 13}, num_classes=19)
