@@ -62,6 +62,25 @@ def test_greedy_until_misclassified_stops_before_the_prediction_flips():
     assert ranking.order[0, :2].tolist() == [2, 0]
 
 
+def test_until_misclassified_blurs_only_the_explained_class():
+    """The rival class keeps its unblurred logit even when the scorer (blurring every class prompt's
+    row, as the batched evaluator does) lowers it too: blurring all rows made class 1 sink with
+    class 0, and the ranking removed heads down to top_k although class 0 had already lost."""
+    weights = torch.tensor([[3.0, 1.0, 5.0, 2.0]])
+    rival_weights = torch.tensor([[2.0, 2.0, 2.0, 0.5]])
+
+    def score(index, masks):
+        unblurred = (~masks).float()
+        return torch.stack(
+            [(unblurred * weights[index, None]).sum(-1), (unblurred * rival_weights[index, None]).sum(-1)], -1
+        )
+
+    ranking = greedy_head_ranking(
+        score, torch.tensor([[11.0, 6.5]]), torch.tensor([0]), 4, top_k=1, until_misclassified=True
+    )
+    assert ranking.kept.tolist() == [[True, False, True, False]]  # 11 -> 10 -> 8 > 6.5; then 5 < 6.5
+
+
 def test_top_k_outside_range_is_rejected():
     with pytest.raises(ValueError, match=r"top_k must be in \[1, 4\]"):
         greedy_head_ranking(
@@ -126,19 +145,24 @@ def test_batched_ranking_equals_naive_for_other_prompt_variants(tiny_vit, varian
 
 
 def test_until_misclassified_stops_exactly_before_the_prediction_flips(tiny_vit):
+    """With the kept heads only, the predicted class's logit still beats every other class's
+    (unblurred) logit; blurring the weakest kept head too would let one of them win."""
     model = _peaky_model(tiny_vit)
     images = _images()
     ranking = rank_heads_batched(model, images, top_k=1, until_misclassified=True)
     predicted = ranking.base_logits.argmax(-1)
+    rival = ranking.base_logits.scatter(1, predicted[:, None], float("-inf")).amax(1)
+    rows = torch.arange(len(images))
     with torch.no_grad():
-        assert torch.equal(model(images, head_blur=~ranking.kept).argmax(-1), predicted)
+        assert (model(images, head_blur=~ranking.kept)[rows, predicted] > rival).all()
         stopped_early = (ranking.kept.sum(1) > 1).nonzero().flatten().tolist()
         assert stopped_early, "fixture must keep more than one head for some image"
         for image in stopped_early:
             weakest = ranking.order[image, int(ranking.kept[image].sum()) - 1]
             blur = ~ranking.kept[image].clone()
             blur[weakest] = True
-            assert model(images[image : image + 1], head_blur=blur[None]).argmax(-1) != predicted[image]
+            logits = model(images[image : image + 1], head_blur=blur[None])
+            assert logits[0, predicted[image]] < rival[image]
 
 
 def test_class_index_validation(tiny_vit):
