@@ -84,6 +84,26 @@ def test_domain_weights_scale_each_domains_segmentation_loss() -> None:
     assert source_only["segmentation"].item() == pytest.approx(source.item(), rel=1e-5)
 
 
+def test_step_loss_is_training_steps_loss_and_the_optimiser_has_the_backbone_group() -> None:
+    """What the benchmarks' plain loops use: the same loss and the same AdamW groups as training."""
+    model = TMTSegmentation(
+        num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]}, lr=2e-3, backbone_lr_mult=0.1
+    )
+    batch = pair_batch()
+    images, masks = source_then_target(batch)
+    torch.manual_seed(3)
+    expected = model.training_step(batch, 0)
+    torch.manual_seed(3)
+    assert model.step_loss(images, masks, [2, 2], [1.0, 1.0]).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
+    optimizer = model.build_optimizer()
+    backbone, rest = optimizer.param_groups
+    assert (backbone["lr"], rest["lr"]) == (pytest.approx(2e-4), 2e-3)
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in model.segmenter.backbone.parameters()}
+    assert len(backbone["params"]) + len(rest["params"]) == len(list(model.parameters()))
+
+
 def test_segmentation_loss_trains_tma_but_not_the_acte_heads() -> None:
     """The priority map is read from the discriminator and probe, not trained through the segmenter:
     otherwise the segmentation loss would shape the map that is meant to measure transfer."""

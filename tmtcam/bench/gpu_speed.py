@@ -56,7 +56,7 @@ def segmentation_step(
     torch.manual_seed(0)
     task = TMTSegmentation(backbone=dict(SEGMENTER, img_size=crop), method=method, **SEGMENTATION)
     task = task.to(device).train()
-    optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    optimizer = task.build_optimizer()
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(2 * per_domain, 3, crop, crop, generator=generator).to(device)
     masks = torch.randint(0, 19, (2 * per_domain, crop, crop), generator=generator).to(device)
@@ -64,9 +64,7 @@ def segmentation_step(
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, precision):
-            out = task.segmenter(images)
-            losses, _ = task._losses(out, masks, (per_domain, per_domain), [1.0, 1.0])
-            total = sum(losses.values())
+            total = task.step_loss(images, masks, (per_domain, per_domain), [1.0, 1.0])
         total.backward()
         optimizer.step()
         return float(total.detach())

@@ -77,15 +77,7 @@ def plain_loop(batch: SegmentationBatch, steps: int) -> Callable[[], None]:
     """A hand-written loop, one step per call: same data path, optimiser groups and LR schedule as the task."""
     task = segmentation_task("tmt")
     h = task.hparams
-    backbone = list(task.segmenter.backbone.parameters())
-    backbone_ids = {id(p) for p in backbone}
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": backbone, "lr": h.lr * h.backbone_lr_mult},
-            {"params": [p for p in task.parameters() if id(p) not in backbone_ids], "lr": h.lr},
-        ],
-        weight_decay=h.weight_decay,
-    )
+    optimizer = task.build_optimizer()
     scheduler = warmup_cosine(optimizer, min(h.warmup_steps, steps // 2), steps)["scheduler"]
     loaders = domain_loaders(batch, steps + 1)  # zip of the two domains: what one writes by hand
     batches: Iterator[tuple[dict[str, torch.Tensor], ...]] = iter(
@@ -96,9 +88,7 @@ def plain_loop(batch: SegmentationBatch, steps: int) -> Callable[[], None]:
         source, target = next(batches)
         images = torch.cat([source["image"], target["image"]])
         masks = torch.cat([source["mask"], target["mask"]])
-        out = task.segmenter(images)
-        losses, _ = task._losses(out, masks, batch.sizes, [h.source_weight, h.target_weight])
-        sum(losses.values()).backward()
+        task.step_loss(images, masks, batch.sizes, [h.source_weight, h.target_weight]).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
@@ -113,7 +103,6 @@ class _InterleavedClock(Callback):
         self.plain_step = plain_step
         self.plain: list[float] = []
         self.lightning: list[float] = []
-        self.fit_called = 0.0
         self.first_batch = 0.0
         self._lightning_start: float | None = None
 

@@ -92,10 +92,9 @@ def labelled_components(task: TMTSegmentation) -> Iterator[None]:
 def _profiled_step(task: TMTSegmentation, batch: SegmentationBatch, optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
     with record_function(PREFIX + "forward (all)"):
-        out = task.segmenter(batch.images)
-        losses, _ = task._losses(out, batch.masks, batch.sizes, [1.0, 1.0])
+        total = task.step_loss(batch.images, batch.masks, batch.sizes, [1.0, 1.0])
     with record_function(PREFIX + "backward"):
-        sum(losses.values()).backward()
+        total.backward()
     with record_function(PREFIX + "optimizer step"):
         optimizer.step()
 
@@ -104,7 +103,7 @@ def profile_step(method: str = "tmt", batch_size: int = 8, steps: int = 5, warmu
     """ms per step of each labelled component, their share, the step time, and the top ATen ops."""
     task = segmentation_task(method)
     batch = segmentation_batch(batch_size)
-    optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    optimizer = task.build_optimizer()
     with labelled_components(task):
         step: Callable[[], None] = lambda: _profiled_step(task, batch, optimizer)  # noqa: E731
         for _ in range(warmup):

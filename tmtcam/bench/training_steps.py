@@ -6,7 +6,7 @@ figure (it is measured on its own in :mod:`tmtcam.bench.dataloader_speed`). The 
 importable by name so :func:`tmtcam.bench.isolated.measure_peak_rss` can build them in a fresh process.
 
 The TMT and fine-tune steps are the task's own training step minus Lightning: the segmenter on
-``batch_size`` source + ``batch_size`` target images and :meth:`TMTSegmentation._losses`, so the
+``batch_size`` source + ``batch_size`` target images, :meth:`TMTSegmentation.step_loss` and its optimiser, so the
 ratio between them is exactly what ACTE + TMA add to a step.
 """
 
@@ -65,14 +65,12 @@ def segmentation_task(method: str, seed: int = 0) -> TMTSegmentation:
 
 
 def segmentation_step(task: TMTSegmentation, batch: SegmentationBatch) -> Callable[[], float]:
-    """One optimisation step of ``task`` on ``batch`` (AdamW, as ``configure_optimizers`` builds it)."""
-    optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    """One optimisation step of ``task`` on ``batch``: its own loss and optimiser (no LR schedule)."""
+    optimizer = task.build_optimizer()
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        out = task.segmenter(batch.images)
-        losses, _ = task._losses(out, batch.masks, batch.sizes, [1.0, 1.0])
-        total = sum(losses.values())
+        total = task.step_loss(batch.images, batch.masks, batch.sizes, [1.0, 1.0])
         total.backward()
         optimizer.step()
         return float(total.detach())

@@ -216,6 +216,15 @@ class TMTSegmentation(LightningModule):
             self.log("train/tma_beta", self.segmenter.tma.beta.mean(), batch_size=images.shape[0])
         return total
 
+    def step_loss(
+        self, images: torch.Tensor, masks: torch.Tensor, sizes: Sequence[int], weights: Sequence[float]
+    ) -> torch.Tensor:
+        """The summed loss ``training_step`` optimises, for a batch of ``sizes`` images per domain
+        (source first) with per-domain segmentation ``weights``: the benchmarks' loops outside
+        Lightning call this, not a copy of it."""
+        losses, _ = self._losses(self.segmenter(images), masks, sizes, weights)
+        return sum(losses.values())
+
     def _losses(
         self, out: SegmenterOutput, masks: torch.Tensor, sizes: Sequence[int], weights: Sequence[float]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -360,12 +369,14 @@ class TMTSegmentation(LightningModule):
             )
 
     # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self) -> dict[str, Any]:
+    def build_optimizer(self) -> torch.optim.AdamW:
+        """AdamW with the backbone at ``lr * backbone_lr_mult`` and everything else at ``lr``; the
+        benchmarks' plain-PyTorch loops use it too, so that they step the same optimiser."""
         h = self.hparams
         backbone_params = list(self.segmenter.backbone.parameters())
         backbone_ids = {id(p) for p in backbone_params}
         head_params = [p for p in self.parameters() if id(p) not in backbone_ids]
-        optimizer = torch.optim.AdamW(
+        return torch.optim.AdamW(
             [
                 {"params": backbone_params, "lr": h.lr * h.backbone_lr_mult},
                 {"params": head_params, "lr": h.lr},
@@ -373,10 +384,13 @@ class TMTSegmentation(LightningModule):
             weight_decay=h.weight_decay,
             fused=self.device.type in ("cpu", "cuda"),  # measured on CPU: optimizer step 14.0 -> 4.2 ms
         )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.build_optimizer()
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return {
             "optimizer": optimizer,
-            "lr_scheduler": warmup_cosine(optimizer, min(h.warmup_steps, total // 2), total),
+            "lr_scheduler": warmup_cosine(optimizer, min(self.hparams.warmup_steps, total // 2), total),
         }
 
 
