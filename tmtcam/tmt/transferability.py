@@ -66,10 +66,12 @@ def priority_map(
 
 
 class PatchDomainDiscriminator(nn.Module):
-    """Two-layer MLP on (detached) patch features -> logit of "this patch comes from the source".
+    """Two-layer MLP on patch features -> logit of "this patch comes from the source".
 
-    Trained with BCE (source = 1, target = 0) beside the segmenter. Its inputs are detached, so it
-    only *measures* the domain gap and never pushes the backbone (that is the DANN baseline's job).
+    Trained with BCE (source = 1, target = 0) beside the segmenter. As ACTE's estimator the segmenter
+    feeds it detached features, so it only *measures* the domain gap and never pushes the backbone.
+    The optional aligner (``acte.align``) is a second instance fed through gradient reversal: that one
+    does push the backbone, as the DANN baseline's discriminator does.
     """
 
     def __init__(self, embed_dim: int, hidden_dim: int = 256) -> None:

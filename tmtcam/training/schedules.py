@@ -10,7 +10,8 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> 0 until ``total_steps``."""
+    """LR multiplier: linear 1/warmup_steps -> 1 over ``warmup_steps`` (step 0 already learns), then
+    cosine 1 -> 0 until ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
