@@ -197,7 +197,8 @@ def fit_mask_to_image(
         "mask size",
         f"{sizes}; resized the mask (nearest) to the image, within the dataset's {tolerance:.0%} slack",
     )
-    return cv2.resize(mask, (image_w, image_h), interpolation=cv2.INTER_NEAREST)
+    # exact nearest neighbour, as the transforms resize masks (transforms.MASK_INTERPOLATION)
+    return cv2.resize(mask, (image_w, image_h), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def index_files(
