@@ -42,6 +42,7 @@ def _write_images(folder):
     Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / "a.png")
     Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)).save(folder / "sub" / "b.jpg")
     (folder / "notes.txt").write_text("not an image")
+    (folder / "._a.png").write_bytes(b"macOS resource fork")  # hidden: not an image, not "skipped"
 
 
 def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path, capsys):
@@ -61,7 +62,8 @@ def test_explain_writes_a_grid_per_image_and_a_gallery(tmp_path, capsys):
     capsys.readouterr()
     main(["--ckpt", str(ckpt), "--images", str(tmp_path / "photos"), "--out", str(out), "--class-index", "2"])
     assert "explained cow" in (out / "index.html").read_text()
-    assert "broken.png" not in (out / "index.html").read_text() and "(1 skipped)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.png" not in (out / "index.html").read_text() and "explained 2 images (1 skipped)" in err
 
 
 def test_the_gallery_does_not_depend_on_the_batch_size(tmp_path):

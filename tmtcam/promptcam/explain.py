@@ -26,7 +26,7 @@ from PIL import Image
 from data_modules.normalization import Normalization, resolve_normalization
 from data_modules.species.image_dataset import CorruptImageError, load_rgb
 from data_modules.species.transforms import SpeciesTransform, build_eval_transform
-from data_modules.species.validation import IMAGE_SUFFIXES  # what the species readers read, .gif too
+from data_modules.species.validation import IMAGE_SUFFIXES, list_images  # what the species readers read
 from tmtcam.backbones.loading import WeightsError
 from tmtcam.environment import traceback_requested
 from tmtcam.option_types import output_dir, positive_int
@@ -112,7 +112,7 @@ def torch_device(text: str) -> str:
 def find_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"--images: folder not found: {folder}")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = list_images(folder)  # as the species readers list them: hidden files (._x.jpg) are not images
     if not paths:
         raise FileNotFoundError(f"--images: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
     return paths
