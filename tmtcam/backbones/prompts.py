@@ -30,10 +30,6 @@ class PromptInsertion:
     mode: PromptMode = "deep"
     start_block: int = 0
 
-    @property
-    def num_prompts(self) -> int:
-        return int(self.tokens.shape[-2])
-
     def validate(self, depth: int, dim: int) -> None:
         """Reject a schedule that does not fit the backbone, naming what is wrong."""
         tokens = self.tokens if self.tokens.dim() == 3 else self.tokens.unsqueeze(0)

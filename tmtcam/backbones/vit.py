@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,7 +85,6 @@ class ViTBackbone(nn.Module):
             if value is not None:
                 overrides[key] = value
         self.model_name = model_name
-        self.weights = str(Path(weights)) if weights is not None else None
         self.vit = build_timm_vit(
             model_name, pretrained=pretrained, weights=weights, img_size=img_size, model_overrides=overrides
         )

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from tmtcam.clustering.base import KMeansResult
+from tmtcam.clustering.base import KMeans, KMeansResult
 from tmtcam.clustering.faiss_kmeans import FaissKMeans, faiss_available, faiss_gpu_available
 from tmtcam.clustering.torch_kmeans import TorchKMeans
 
@@ -48,10 +48,9 @@ class AutoKMeans:
         return self.choose(points).cluster_many(points, ks)
 
 
-def build_kmeans(
-    backend: Backend = "auto", n_iter: int = 10, seed: int = 0
-) -> AutoKMeans | FaissKMeans | TorchKMeans:
-    """Construct a k-means backend; an unknown name is rejected with the valid choices."""
+def build_kmeans(backend: Backend = "auto", n_iter: int = 10, seed: int = 0) -> KMeans:
+    """Construct a k-means backend; an unknown name is rejected with the valid choices. Callers
+    (ACTE's region partitioner) see only the :class:`KMeans` protocol, so any backend fits."""
     if backend == "auto":
         return AutoKMeans(n_iter=n_iter, seed=seed)
     if backend == "faiss":

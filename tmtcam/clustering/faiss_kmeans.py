@@ -59,12 +59,11 @@ class FaissKMeans:
 
     name = "faiss"
 
-    def __init__(self, n_iter: int = 10, seed: int = 0, use_gpu: bool | None = None) -> None:
+    def __init__(self, n_iter: int = 10, seed: int = 0) -> None:
         if not faiss_available():
             raise ImportError("k-means backend 'faiss' needs the faiss package (pip install faiss-cpu)")
         self.n_iter = n_iter
         self.seed = seed
-        self.use_gpu = use_gpu
         self._gpu_resources: dict[int, object] = {}
 
     @float32_maths
@@ -79,7 +78,7 @@ class FaissKMeans:
         """
         ks = validate_ks(ks)
         x = validate_points(points, max(ks))
-        on_gpu = self.use_gpu if self.use_gpu is not None else (x.is_cuda and faiss_gpu_available())
+        on_gpu = x.is_cuda and faiss_gpu_available()
         # faiss's own init is a uniform random pick, which often merges two true clusters; seed it with
         # k-means++ (computed batched) so both backends start alike and converge alike
         seeds = kmeans_plus_plus(x, max(ks), self.seed).cpu().numpy()

@@ -48,10 +48,9 @@ class HeadRanking:
     score_drop: torch.Tensor  # (B, H) per head (indexed by head), see module docstring
     kept: torch.Tensor  # (B, H) bool: heads left when the greedy removal stopped
 
-    def top_heads(self, image: int, k: int | None = None) -> list[int]:
-        """The kept heads of ``image`` (or its ``k`` most important), most important first."""
-        count = int(self.kept[image].sum()) if k is None else k
-        return self.order[image, :count].tolist()
+    def top_heads(self, image: int) -> list[int]:
+        """The kept heads of ``image``, most important first."""
+        return self.order[image, : int(self.kept[image].sum())].tolist()
 
 
 def greedy_head_ranking(

@@ -33,7 +33,8 @@ class MaskTransformerDecoder(nn.Module):
     """Segmenter's mask transformer: class embeddings attend jointly with patches, masks = products.
 
     K learnable class embeddings are appended to the projected patch tokens, ``depth`` transformer
-    blocks (timm's own ``Block``) process the joint sequence, and each class mask is the scalar
+    blocks (timm's own ``Block``, at the backbone's width and head count; Segmenter's default of two)
+    process the joint sequence, and each class mask is the scalar
     product of L2-normalised patch and class embeddings, followed by a LayerNorm over classes.
     """
 
@@ -41,14 +42,11 @@ class MaskTransformerDecoder(nn.Module):
         self,
         embed_dim: int,
         num_classes: int,
-        decoder_dim: int | None = None,
         depth: int = 2,
         num_heads: int = 3,
     ) -> None:
         super().__init__()
-        dim = decoder_dim or embed_dim
-        if dim % num_heads:
-            raise ValueError(f"decoder.decoder_dim={dim} must be divisible by decoder.num_heads={num_heads}")
+        dim = embed_dim
         self.num_classes = num_classes
         self.project = nn.Linear(embed_dim, dim)
         self.class_embeddings = nn.Parameter(torch.randn(1, num_classes, dim) * dim**-0.5)
