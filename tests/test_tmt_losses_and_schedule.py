@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from tiny_configs import TINY_BACKBONE
 from torch.utils.data import DataLoader, Dataset
 
+from data_modules.segmentation import IGNORE_INDEX
 from tmtcam.tasks import TMTSegmentation
-from tmtcam.tasks.tmt_segmentation import IGNORE_INDEX, masked_cross_entropy
+from tmtcam.tasks.tmt_segmentation import masked_cross_entropy
 from tmtcam.tmt.segmenter import pixel_priority
 from tmtcam.tmt.sliding_window import sliding_window_logits
 from tmtcam.training.schedules import warmup_cosine_factor

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassJaccardIndex
 
+from data_modules.segmentation.label_maps import IGNORE_INDEX  # masks' "not labelled" id
 from tmtcam.backbones import BackboneSetting, build_backbone
 from tmtcam.tmt.segmenter import ACTEOptions, SegmenterOutput, TMAOptions, TMTSegmenter, pixel_priority
 from tmtcam.tmt.transferability import discriminator_loss
@@ -46,8 +47,6 @@ from tmtcam.training.schedules import check_optimisation_settings, warmup_cosine
 from tmtcam.viz.heatmaps import denormalize
 from tmtcam.viz.image_logging import data_normalization, log_images
 from tmtcam.viz.segmentation_images import segmentation_strip, wandb_masks
-
-IGNORE_INDEX = 255
 
 
 def masked_cross_entropy(
