@@ -14,7 +14,7 @@ What TMT and Prompt-CAM need beyond ``timm``'s ``forward_features``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,25 +251,44 @@ class ViTBackbone(nn.Module):
         return block(tokens, attn_mask=bias) if bias is not None else block(tokens)
 
     @contextmanager
-    def _explicit_attention(self, block: nn.Module, num_prompts: int, head_blur: torch.Tensor | None):
-        """Route ``block`` through timm's non-fused attention and capture/blur the probabilities."""
-        attn = block.attn
+    def _explicit_attention(
+        self, block: nn.Module, num_prompts: int, head_blur: torch.Tensor | None
+    ) -> Iterator[None]:
+        """Run ``block`` with its attention probabilities kept (and the blurred heads' prompt rows blurred)."""
         num_prefix = self.num_prefix_tokens
 
-        def capture(_module: nn.Module, _inputs: tuple, probs: torch.Tensor) -> torch.Tensor:
+        def capture(probs: torch.Tensor) -> torch.Tensor:
             if head_blur is not None and num_prompts:
                 probs = blur_prompt_rows(probs, head_blur, num_prompts, num_prompts + num_prefix)
             self._last_attention = probs
             return probs
 
-        was_fused = attn.fused_attn
-        attn.fused_attn = False
-        handle = attn.attn_drop.register_forward_hook(capture)
-        try:
+        with explicit_attention([block], capture):
             yield
-        finally:
+
+
+@contextmanager
+def explicit_attention(
+    blocks: Sequence[nn.Module], on_probabilities: Callable[[torch.Tensor], torch.Tensor | None]
+) -> Iterator[None]:
+    """Route timm ``blocks`` through their explicit (non-fused) attention and hand each softmax
+    output (B, H, S, S), in block order, to ``on_probabilities``; what it returns (unless None)
+    replaces the probabilities. The fused kernel never materialises them, so trait maps, head
+    blurring and attention rollout all need this; each block's fused setting is restored after."""
+    handles, fused = [], []
+    try:
+        for block in blocks:
+            fused.append(block.attn.fused_attn)
+            block.attn.fused_attn = False
+            handles.append(
+                block.attn.attn_drop.register_forward_hook(lambda _m, _i, probs: on_probabilities(probs))
+            )
+        yield
+    finally:
+        for handle in handles:
             handle.remove()
-            attn.fused_attn = was_fused
+        for block, was_fused in zip(blocks, fused, strict=False):
+            block.attn.fused_attn = was_fused
 
 
 def blur_prompt_rows(

@@ -12,13 +12,13 @@ each mixed half-and-half with the identity for the residual path, and reads the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from tmtcam.backbones import ViTBackbone
+from tmtcam.backbones.vit import explicit_attention
 
 
 def vit_tokens_to_map(
@@ -65,25 +65,6 @@ def grad_cam_maps(model: nn.Module, images: torch.Tensor, class_index: torch.Ten
     return torch.from_numpy(maps).to(images.device)
 
 
-@contextmanager
-def _capture_all_attention(backbone: ViTBackbone) -> Iterator[list[torch.Tensor]]:
-    """Route every block through timm's explicit attention and collect the probabilities, block order."""
-    captured: list[torch.Tensor] = []
-    handles, fused = [], []
-    for block in backbone.vit.blocks:
-        fused.append(block.attn.fused_attn)
-        block.attn.fused_attn = False
-        handles.append(
-            block.attn.attn_drop.register_forward_hook(lambda _m, _i, probs: captured.append(probs))
-        )
-    try:
-        yield captured
-    finally:
-        for handle, block, was_fused in zip(handles, backbone.vit.blocks, fused, strict=True):
-            handle.remove()
-            block.attn.fused_attn = was_fused
-
-
 def rollout_from_attention(attentions: list[torch.Tensor], residual_weight: float = 0.5) -> torch.Tensor:
     """(B, H, S, S) per block -> (B, S, S) rollout: product of row-normalised ``w I + (1 - w) mean_h A``."""
     first = attentions[0]
@@ -100,7 +81,8 @@ def rollout_from_attention(attentions: list[torch.Tensor], residual_weight: floa
 def attention_rollout_maps(backbone: ViTBackbone, images: torch.Tensor) -> torch.Tensor:
     """Class-agnostic CLS rollout of the plain backbone -> (B, h, w)."""
     grid = backbone.grid_size(images.shape[-2], images.shape[-1])
-    with _capture_all_attention(backbone) as attentions:
+    attentions: list[torch.Tensor] = []
+    with explicit_attention(backbone.vit.blocks, attentions.append):
         backbone(images)
     rollout = rollout_from_attention(attentions)
     cls_row = rollout[:, 0, backbone.num_prefix_tokens :]
