@@ -27,6 +27,12 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def read_lines(path: Path, what: str, error_type: type[ValueError]) -> list[str]:
+    """The non-blank lines of a one-name-per-line file (split lists, class names), stripped."""
+    with require_file(path, what).open(encoding="utf-8") as handle, utf8_text(path, error_type):
+        return [line.strip() for line in handle if line.strip()]
+
+
 @contextmanager
 def utf8_text(path: Path, error_type: type[ValueError]) -> Iterator[None]:
     """While reading ``path`` as text: a byte that is not UTF-8 raises ``error_type`` naming the file,

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_modules.files import require_dir, require_file, utf8_text
+from data_modules.files import read_lines, require_dir
 
 
 class SegmentationDataError(ValueError):
@@ -239,11 +239,7 @@ def pair_files(
 
 def read_name_list(path: Path) -> list[str]:
     """Non-blank, stripped lines of a split file (one image name per line)."""
-    with (
-        require_file(path, "split file").open(encoding="utf-8") as handle,
-        utf8_text(path, SegmentationDataError),
-    ):
-        names = [line.strip() for line in handle if line.strip()]
+    names = read_lines(path, "split file", SegmentationDataError)
     if not names:
         raise SegmentationDataError(f"split file {path} lists no images")
     return names

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_modules.files import require_dir, require_file, utf8_text
+from data_modules.files import read_lines, require_dir, require_file, utf8_text
 from data_modules.species.image_dataset import SpeciesIndex, SpeciesRecord
 from data_modules.species.validation import (
     SpeciesDataError,
@@ -22,7 +22,6 @@ from data_modules.species.validation import (
     matlab_ints,
     parse_float,
     parse_int,
-    read_lines,
     read_rows,
 )
 
@@ -132,7 +131,7 @@ def read_stanford_cars(root: Path) -> SpeciesIndex:
     names_file = root / "names.csv"
     names: list[str] | None = None
     if names_file.exists():
-        names = read_lines(names_file, "Stanford Cars class names")
+        names = read_lines(names_file, "Stanford Cars class names", SpeciesDataError)
     elif (root / "devkit" / "cars_meta.mat").exists():
         meta = load_matlab(root / "devkit" / "cars_meta.mat", ["class_names"], "names.csv, one name per line")
         names = [str(name) for name in np.atleast_1d(meta["class_names"])]
@@ -236,7 +235,7 @@ def read_flowers102(root: Path) -> SpeciesIndex:
     num_classes = max(labels)
     names_file = root / "class_names.txt"
     if names_file.exists():
-        class_names = tuple(read_lines(names_file, "Flowers-102 class names"))
+        class_names = tuple(read_lines(names_file, "Flowers-102 class names", SpeciesDataError))
         if len(class_names) < num_classes:
             raise SpeciesDataError(
                 f"{names_file}: {len(class_names)} names but {labels_file.name} uses class {num_classes}"

@@ -51,12 +51,6 @@ def read_rows(path: Path, num_fields: int, delimiter: str | None = None) -> list
     return rows
 
 
-def read_lines(path: Path, what: str) -> list[str]:
-    """Non-blank lines, stripped (one name per line files)."""
-    with require_file(path, what).open(encoding="utf-8") as handle, utf8_text(path, SpeciesDataError):
-        return [line.strip() for line in handle if line.strip()]
-
-
 def parse_int(value: str, path: Path, line: int) -> int:
     try:
         return int(value)
