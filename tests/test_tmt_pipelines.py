@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmtcam.pipelines import tmt_benchmark, tmt_demo, tmt_runs
+from tmtcam.pipelines import settings_cache, tmt_benchmark, tmt_demo, tmt_runs
+from tmtcam.pipelines.settings_cache import SettingsCache
 from tmtcam.pipelines.tmt_runs import Budget, pretrain_source
 
 
@@ -287,9 +288,24 @@ def test_a_retrain_killed_before_its_record_is_written_is_not_reused_under_the_o
         def dumps(settings):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tmt_runs, "json", KilledWhileWritingTheRecord)
+    monkeypatch.setattr(settings_cache, "json", KilledWhileWritingTheRecord)
     with pytest.raises(KeyboardInterrupt):
         pretrain_source(
             "day_to_night", 0, tmp_path, Budget(source_steps=2, batch_size=2, source_images=2, crop_size=32)
         )
     assert path.exists() and not record.exists()  # the new model, with no record claiming the old budget
+
+
+def test_settings_cache_vouches_only_for_a_file_made_with_the_same_settings(tmp_path: Path) -> None:
+    """Shared by the TMT source models and the Prompt-CAM demo's backbone (which used to keep the
+    old record while its retrain overwrote the weights)."""
+    old = SettingsCache(tmp_path / "cache" / "m.pt", {"steps": 3})
+    assert not old.is_current()
+    old.begin_remake()
+    old.path.write_bytes(b"weights of 3 steps")
+    old.finish_remake()
+    assert old.is_current() and not SettingsCache(old.path, {"steps": 4}).is_current()
+    new = SettingsCache(old.path, {"steps": 4})
+    new.begin_remake()  # then killed before finish_remake: the file may be half replaced
+    old.path.write_bytes(b"weights of 4 steps")
+    assert not old.is_current() and not new.is_current()

@@ -39,6 +39,7 @@ from data_modules.species import SpeciesDataModule
 from tmtcam.bench.measure import time_interleaved
 from tmtcam.environment import add_accelerator_option, idle_cores, parse_on_this_machine
 from tmtcam.option_types import non_negative_int, output_dir, positive_int
+from tmtcam.pipelines.settings_cache import SettingsCache
 from tmtcam.promptcam.evaluation import (
     accuracy,
     choose_top_k,
@@ -178,16 +179,12 @@ def pretrained_backbone(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "accelerator": args.accelerator,  # a GPU-trained backbone differs numerically from a CPU one
     }
-    weights = args.out / "pretrained_backbone.pth"
-    record = args.out / "pretrained_backbone.json"
-    if (
-        not args.retrain_backbone
-        and weights.is_file()
-        and record.is_file()
-        and json.loads(record.read_text()) == settings
-    ):
+    cache = SettingsCache(args.out / "pretrained_backbone.pth", settings)
+    weights = cache.path
+    if not args.retrain_backbone and cache.is_current():
         print(f"[pretrain] reusing {weights}")
         return dict(config, weights=str(weights))
+    cache.begin_remake()
     start = time.perf_counter()
     seed_everything(args.seed, verbose=False)
     data = _data("synthetic_random", args, args.pretrain_images, batch_size=32)
@@ -196,7 +193,7 @@ def pretrained_backbone(args: argparse.Namespace) -> dict[str, Any]:
     trainer = _trainer(args.out, "pretrain", args.pretrain_epochs, args.accelerator)
     trainer.fit(module, datamodule=data)
     module.save_backbone(weights)
-    record.write_text(json.dumps(settings))
+    cache.finish_remake()
     metrics = trainer.callback_metrics
     print(
         f"[pretrain] val part accuracy {float(metrics['pretrain_val/part_acc']):.3f}, "

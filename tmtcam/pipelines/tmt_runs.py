@@ -10,7 +10,6 @@ steps and batch size for every method, then reports mIoU on the target test spli
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from data_modules.segmentation import DomainPairDataModule, DomainSpec, build_segmentation_dataset
 from data_modules.segmentation.transforms import build_eval_transform, build_train_transform
+from tmtcam.pipelines.settings_cache import SettingsCache
 from tmtcam.tasks.tmt_segmentation import TMTSegmentation
 
 # Backbones of the embedded pipelines, trained from scratch (nothing may be downloaded). ``small`` is
@@ -85,16 +85,14 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     Seeded before the model is built, so its initial weights do not depend on what ran earlier in
     the process (they did: a pair's source model changed with its place in ``--pairs``).
     """
-    path = out / f"source_{pair}_seed{seed}.pt"
-    record = path.with_suffix(".json")
-    settings = {
+    cache = SettingsCache(out / f"source_{pair}_seed{seed}.pt", {
         "backbone": budget.vit(), "pair": pair, "seed": seed, "steps": budget.source_steps,
         "images": budget.source_images, "batch_size": budget.batch_size, "crop_size": budget.crop_size,
         "lr": budget.lr, "accelerator": budget.accelerator,  # a GPU-trained model differs numerically
-    }  # fmt: skip
-    if path.exists() and record.exists() and json.loads(record.read_text()) == settings:
-        return path
-    record.unlink(missing_ok=True)  # a run killed before the new record is written must not reuse
+    })  # fmt: skip
+    if cache.is_current():
+        return cache.path
+    cache.begin_remake()
     L.seed_everything(seed, workers=True, verbose=False)
     spec = DomainSpec(dataset="synthetic", pair=pair, domain="source", num_images=budget.source_images,
                       seed=seed, image_size=budget.crop_size)  # fmt: skip
@@ -105,11 +103,10 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
     model = TMTSegmentation(num_classes=8, backbone=budget.vit(), method="finetune", lr=budget.lr,
                             backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
-    _trainer(out / "logs" / path.stem, budget.source_steps, budget.accelerator).fit(model, loader)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict()}, path)
-    record.write_text(json.dumps(settings))
-    return path
+    _trainer(out / "logs" / cache.path.stem, budget.source_steps, budget.accelerator).fit(model, loader)
+    torch.save({"state_dict": model.state_dict()}, cache.path)
+    cache.finish_remake()
+    return cache.path
 
 
 def adapt_and_test(
