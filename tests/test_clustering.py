@@ -11,6 +11,7 @@ from tmtcam.clustering import (
     faiss_available,
     torch_kmeans,
 )
+from tmtcam.clustering.base import assign, cluster_means
 from tmtcam.clustering.torch_kmeans import _update_centroids, kmeans_plus_plus
 
 
@@ -219,3 +220,19 @@ def test_bf16_autocast_does_not_reach_the_kmeans_maths(backend, monkeypatch):
         mixed = backend(seed=0)(points, 4)
     assert len(seen) == 8 and not any(seen)
     assert mixed.centroids.dtype == torch.float32 and torch.equal(mixed.centroids, plain.centroids)
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_lloyd_runs_to_a_fixed_point_on_unstructured_points(backend):
+    """Seeding plus one Lloyd step solves planted clusters; random points need the iterations:
+    the result must be converged (each centroid the mean of its points, each point at its nearest)."""
+    if backend == "faiss" and not faiss_available():
+        pytest.skip("faiss not installed")
+    points = torch.randn(2, 300, 3, generator=torch.Generator().manual_seed(0))
+    result = build_kmeans(backend, n_iter=100)(points, 6)
+    means, sizes = cluster_means(points, result.labels, 6)
+    assert (sizes > 0).all()
+    assert torch.allclose(result.centroids, means, atol=1e-4)
+    labels, distances = assign(points, result.centroids)
+    assert torch.equal(labels, result.labels)
+    assert torch.allclose(result.inertia, distances.sum(1), rtol=1e-4)

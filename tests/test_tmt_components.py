@@ -26,7 +26,7 @@ from tmtcam.tmt import (
     region_pool,
     sliding_window_logits,
 )
-from tmtcam.tmt.regions import choose_adaptive_k, patch_positions
+from tmtcam.tmt.regions import choose_adaptive_k, clustering_points, patch_positions, total_variance
 from tmtcam.tmt.sliding_window import window_starts
 
 
@@ -135,6 +135,9 @@ def test_grid_and_patch_regions() -> None:
     grid = grid_regions(batch=1, grid=(4, 4), cells=2)
     expected = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]).reshape(1, 16)
     assert torch.equal(grid.labels, expected) and grid.num_regions.tolist() == [4]
+    wide = grid_regions(batch=1, grid=(2, 6), cells=3)  # 2 rows: only 2 cells fit down, 3 across
+    assert wide.labels.reshape(2, 6).tolist() == [[0, 0, 1, 1, 2, 2], [3, 3, 4, 4, 5, 5]]
+    assert wide.num_regions.tolist() == [6]
     patches = patch_regions(batch=2, grid=(2, 3))
     assert patches.labels.tolist() == [[0, 1, 2, 3, 4, 5]] * 2
 
@@ -178,6 +181,10 @@ def test_adaptive_k_gives_plain_images_fewer_regions() -> None:
     )
     regions = partitioner(torch.cat([plain, cluttered]), (8, 8))
     assert regions.num_regions.tolist() == [2, 8]
+    # the labels are those of the chosen k, not of another candidate's clustering
+    assert [regions.labels[b].unique().numel() for b in range(2)] == [2, 8]
+    halves = regions.labels[0]
+    assert halves[:32].unique().numel() == 1 and halves[32:].unique().numel() == 1 and halves[0] != halves[32]
 
 
 def test_k_larger_than_patches_is_rejected_naming_the_key() -> None:
@@ -239,3 +246,30 @@ def test_stretch_per_image_spans_unit_range_and_flattens_constant_maps() -> None
 
     stretched = stretch_per_image(torch.tensor([[0.9, 0.95, 1.0], [0.5, 0.5, 0.5]]))
     assert torch.allclose(stretched, torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.0, 0.0]]))
+
+
+def test_clustering_points_are_unit_features_per_patch_beside_weighted_positions() -> None:
+    """Each patch's feature vector is normalised on its own: scaling one patch's features (a brighter
+    patch) must not move it to another region."""
+    features = torch.randn(2, 12, 5, generator=torch.Generator().manual_seed(0))
+    points = clustering_points(features, (3, 4), spatial_weight=2.0)
+    assert torch.allclose(points[..., :5].norm(dim=-1), torch.ones(2, 12))
+    assert torch.allclose(points[0, :, 5:], 2.0 * patch_positions((3, 4)))
+    scale = torch.rand(2, 12, 1, generator=torch.Generator().manual_seed(1)) * 10 + 0.1
+    assert torch.allclose(clustering_points(features * scale, (3, 4), 2.0), points, atol=1e-6)
+
+
+def test_total_variance_by_hand() -> None:
+    points = torch.tensor([[[0.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [1.0, 3.0]]])
+    assert total_variance(points).tolist() == [2.0, 2.0]  # two points 2 apart: 1 + 1 around their mean
+
+
+def test_adaptive_k_can_pick_a_middle_choice() -> None:
+    """Four planted blobs: k = 2 leaves much distortion, k = 4 explains it, so 4 (not 8) is chosen."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.eye(4, 8) * 10
+    features = centres.repeat_interleave(16, dim=0)[None] + 0.01 * torch.randn(1, 64, 8, generator=generator)
+    partitioner = RegionPartitioner(
+        "kmeans", k_choices=[2, 4, 8], distortion_ratio=0.1, spatial_weight=0.0, backend="torch"
+    )
+    assert partitioner(features, (8, 8)).num_regions.tolist() == [4]

@@ -60,6 +60,12 @@ def test_region_loss_weight_weighs_pixels_by_their_priority() -> None:
     assert not torch.allclose(weights, torch.ones_like(weights))  # the weighting did something
     assert losses["segmentation"].item() != pytest.approx(masked_cross_entropy(out.logits, masks).item())
 
+    # with both domains, each part is weighted by its own images' priority (not the source's)
+    losses, per_domain = model._losses(out, masks, [1, 1], [1.0, 1.0])
+    for name, part in (("seg_source", slice(0, 1)), ("seg_target", slice(1, 2))):
+        expected = masked_cross_entropy(out.logits[part], masks[part], weights[part])
+        assert per_domain[name].item() == pytest.approx(expected.item())
+
 
 def test_global_dann_loss_and_its_reversed_gradient() -> None:
     """`global`: weight x BCE(domain logit, is-source); the classifier learns to tell the domains

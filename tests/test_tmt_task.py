@@ -15,7 +15,8 @@ from tiny_configs import TINY_BACKBONE
 
 from data_modules.segmentation import DomainPairDataModule
 from tmtcam.tasks import TMTSegmentation
-from tmtcam.tmt import METHODS
+from tmtcam.tmt import METHODS, normalized_entropy, priority_map
+from tmtcam.tmt.segmenter import stretch_per_image
 from tmtcam.tmt.transferability import discriminator_loss, region_pool
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
 
@@ -102,6 +103,46 @@ def test_step_loss_is_training_steps_loss_and_the_optimiser_has_the_backbone_gro
     assert (backbone["lr"], rest["lr"]) == (pytest.approx(2e-4), 2e-3)
     assert {id(p) for p in backbone["params"]} == {id(p) for p in model.segmenter.backbone.parameters()}
     assert len(backbone["params"]) + len(rest["params"]) == len(list(model.parameters()))
+
+
+def test_priority_is_alpha_times_weak_transfer_plus_the_rest_times_uncertainty_per_region() -> None:
+    """The forward pass combines its own outputs as DESIGN §4 says: P = stretch(alpha (1 - T_r) +
+    (1 - alpha) U_r), T from the discriminator, U from the probe's normalised entropy."""
+    torch.manual_seed(0)
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2], "alpha": 0.3})
+    out = model.segmenter(torch.randn(2, 3, 32, 32))
+    uncertainty = normalized_entropy(out.probe_logits.flatten(2).mT)
+    expected = stretch_per_image(priority_map(out.transferability, uncertainty, out.regions, 0.3))
+    assert torch.allclose(out.priority, expected, atol=1e-6)
+    swapped = stretch_per_image(priority_map(uncertainty, out.transferability, out.regions, 0.3))
+    assert not torch.allclose(out.priority, swapped, atol=1e-3)
+
+
+@pytest.mark.parametrize(("discriminator_layer", "reads"), [(-1, "patch embeddings"), (0, "block 0")])
+def test_discriminator_reads_the_configured_layer(monkeypatch, discriminator_layer: int, reads: str) -> None:
+    """Default: the patch embeddings (-1); ``acte.discriminator_layer: j``: block j's output tokens."""
+    torch.manual_seed(0)
+    model = TMTSegmentation(
+        num_classes=4, backbone=TINY, method="tmt",
+        acte={"k_choices": [2], "discriminator_layer": discriminator_layer},
+    ).eval()  # fmt: skip
+    images = torch.randn(2, 3, 32, 32)
+    seen = []
+    monkeypatch.setattr(
+        model.segmenter.discriminator, "forward", lambda tokens: seen.append(tokens) or tokens[..., 0]
+    )
+    with torch.no_grad():
+        model.segmenter(images)
+        tokens, _ = model.segmenter.backbone.embed(images)
+        if discriminator_layer == 0:
+            tokens = model.segmenter.backbone.vit.blocks[0](tokens)
+    prefix = model.segmenter.backbone.num_prefix_tokens
+    assert torch.allclose(seen[0], tokens[:, prefix:], atol=1e-5), reads
+
+
+def test_default_tma_layers_are_the_last_half_and_regions_come_from_the_block_before() -> None:
+    model = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]})
+    assert model.segmenter.tma.layers == [2, 3] and model.segmenter.cluster_layer == 1  # depth 4
 
 
 def test_segmentation_loss_trains_tma_but_not_the_acte_heads() -> None:
