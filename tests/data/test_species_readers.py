@@ -393,3 +393,11 @@ def test_stanford_cars_devkit_matlab(tmp_path):
     scipy_io.savemat(tmp_path / "cars_test_annos_withlabels.mat", {"annotations": annotations[None]})
     with pytest.raises(SpeciesDataError, match=r"cars_test_annos_withlabels\.mat: .* not a number"):
         read_species_index("cars", tmp_path)
+
+
+def test_a_record_whose_label_has_no_class_name_is_refused_naming_the_file(tmp_path):
+    """The readers check ids against their class lists; a hand-built record list (or a reader bug)
+    with label == number of classes must not reach the loss as an out-of-range target."""
+    records = read_species_index("cub", make_cub(tmp_path)).train
+    with pytest.raises(SpeciesDataError, match=r"label 1 outside \[0, 1\)"):
+        SpeciesImageDataset(records, ["only one class"], SpeciesTransform([]))
