@@ -169,6 +169,22 @@ def test_blurred_baseline_keeps_mean_and_smooths():
     blurred = blurred_baseline(image)
     assert blurred.shape == image.shape
     assert blurred.max() < 0.5 and blurred.sum() == pytest.approx(3.0, rel=1e-3)
+    # the impulse response is a Gaussian of sigma = side / 45 = 1 px: the row through the centre
+    # falls off as exp(-d^2 / 2) (ratios between neighbours of the peak, normalisation aside)
+    row = blurred[0, 0, 22, 20:25]
+    assert (row[1] / row[2]).item() == pytest.approx(math.exp(-0.5), rel=1e-3)
+    assert (row[0] / row[2]).item() == pytest.approx(math.exp(-2.0), rel=1e-3)
+
+
+def test_insertion_starts_from_the_blurred_image_and_ends_at_the_image():
+    size = 48
+    images = _left_checker_images(size)
+    saliency = torch.rand(2, size, size, generator=torch.Generator().manual_seed(0))
+    classes = torch.zeros(2, dtype=torch.long)
+    curve = perturbation_curves(_left_texture_classifier, images, saliency, classes, "insertion", steps=4)
+    start = _left_texture_classifier(blurred_baseline(images)).softmax(-1)[:, 0]
+    end = _left_texture_classifier(images).softmax(-1)[:, 0]
+    assert torch.allclose(curve[:, 0], start, atol=1e-6) and torch.allclose(curve[:, -1], end, atol=1e-6)
 
 
 def test_vit_tokens_to_map_drops_leading_tokens():
