@@ -136,6 +136,7 @@ def test_missing_data_folders_are_refused_before_the_run_dir_is_written(tmp_path
         "class_path": "data_modules.species.SpeciesDataModule",
         "init_args": {"dataset": "cub", "root": str(tmp_path / "CUB_200_2011"), "image_size": 32},
     }
+    species["trainer"]["max_epochs"] = 1  # Prompt-CAM's schedule needs it (checked before the data)
     code, err = run_cli(fit(tmp_path, species), capsys, monkeypatch)
     assert_refused(
         tmp_path,

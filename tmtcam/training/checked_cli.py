@@ -124,9 +124,9 @@ class CheckedLightningCLI(LightningCLI):
             cause = innermost_cause(error)
             kind = "" if type(cause) in (ValueError, ConfigError) else f"{type(cause).__name__}: "
             raise ConfigError(f"{kind}{cause}") from error
+        check_input_geometry(self.model, self.datamodule)
         if self.subcommand == "fit":  # before check_data, which may index a large dataset
             check_epoch_schedule(self.model, self.trainer.max_epochs)
-        check_input_geometry(self.model, self.datamodule)
         check_data(self.model, self.datamodule, self.subcommand)
 
 
