@@ -29,18 +29,19 @@ def require_file(path: Path, what: str) -> Path:
 
 def read_lines(path: Path, what: str, error_type: type[ValueError]) -> list[str]:
     """The non-blank lines of a one-name-per-line file (split lists, class names), stripped."""
-    with require_file(path, what).open(encoding="utf-8") as handle, utf8_text(path, error_type):
+    with require_file(path, what).open(encoding="utf-8") as handle, utf8_text(path, error_type, what):
         return [line.strip() for line in handle if line.strip()]
 
 
 @contextmanager
-def utf8_text(path: Path, error_type: type[ValueError]) -> Iterator[None]:
-    """While reading ``path`` as text: a byte that is not UTF-8 raises ``error_type`` naming the file,
-    the offset and the byte (a Latin-1 export of a split file is the usual cause)."""
+def utf8_text(path: Path, error_type: type[ValueError], what: str = "") -> Iterator[None]:
+    """While reading ``path`` as text: a byte that is not UTF-8 raises ``error_type`` naming the file
+    (after ``what`` it is, if given), the offset and the byte (a Latin-1 export is the usual cause)."""
     try:
         yield
     except UnicodeDecodeError as error:
         byte = error.object[error.start : error.start + 1]
+        named = f"{what} {path}" if what else str(path)
         raise error_type(
-            f"{path}: not UTF-8 text (byte {error.start} is {byte!r}); save it as UTF-8"
+            f"{named}: not UTF-8 text (byte {error.start} is {byte!r}); save it as UTF-8"
         ) from None

@@ -124,7 +124,7 @@ def test_a_split_list_that_is_not_utf8_is_named(tmp_path):
     (tmp_path / "splits").mkdir()
     (tmp_path / "splits" / "train.txt").write_bytes("00001.png\nstra\u00dfe.png\n".encode("latin-1"))
     with pytest.raises(
-        SegmentationDataError, match=rf"{named(tmp_path / 'splits' / 'train.txt')}: not UTF-8"
+        SegmentationDataError, match=rf"split file {named(tmp_path / 'splits' / 'train.txt')}: not UTF-8"
     ):
         build_segmentation_dataset(DomainSpec("gta5", root=str(tmp_path)))
 

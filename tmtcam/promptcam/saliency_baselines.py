@@ -1,7 +1,7 @@
 """Saliency maps of the baselines: Grad-CAM (via ``pytorch_grad_cam``) and attention rollout.
 
 ``pytorch_grad_cam`` (PyPI ``grad-cam``, a dependency) is imported only when a Grad-CAM map is
-asked for: importing it pulls in OpenCV and scikit-image helpers that training does not need.
+asked for: importing it pulls in scikit-learn, SciPy, matplotlib and ttach, which training does not need.
 
 Grad-CAM on a ViT needs the token sequence of a layer turned into a (B, D, h, w) "feature map": the
 leading tokens (prompts, CLS, registers) are dropped and the patch tokens laid out on the grid. The
