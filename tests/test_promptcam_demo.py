@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmtcam.pipelines import promptcam_demo
+from tmtcam.pipelines import promptcam_demo, settings_cache
 from tmtcam.pipelines.promptcam_demo import _data, build_parser, main
 from tmtcam.promptcam.evaluation import accuracy, gather_batches
 from tmtcam.promptcam.explain import main as explain_main
@@ -123,3 +123,26 @@ def test_cpu_times_counts_waiting_for_disk_as_idle(monkeypatch):
     stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n"
     monkeypatch.setattr(environment, "open", lambda path: io.StringIO(stat), raising=False)
     assert environment.cpu_times() == (1000, 840)
+
+
+@pytest.mark.slow
+def test_a_backbone_retrain_killed_before_its_record_is_written_is_not_reused(tmp_path, monkeypatch):
+    """The retrain overwrites the weights before it records their settings: if it dies in between,
+    the old record must be gone already, or the next run with the old settings reuses new weights."""
+    args = build_parser().parse_args(["--out", str(tmp_path), *TINY_RUN])
+    promptcam_demo.pretrained_backbone(args)
+    weights, record = tmp_path / "pretrained_backbone.pth", tmp_path / "pretrained_backbone.json"
+    assert record.is_file()
+
+    class KilledWhileWritingTheRecord:
+        loads = staticmethod(json.loads)
+
+        @staticmethod
+        def dumps(settings):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(settings_cache, "json", KilledWhileWritingTheRecord)
+    args.pretrain_lr *= 2  # other settings: the cache is stale and the backbone is trained again
+    with pytest.raises(KeyboardInterrupt):
+        promptcam_demo.pretrained_backbone(args)
+    assert weights.is_file() and not record.exists()

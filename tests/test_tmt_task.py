@@ -88,16 +88,17 @@ def test_domain_weights_scale_each_domains_segmentation_loss() -> None:
 def test_step_loss_is_training_steps_loss_and_the_optimiser_has_the_backbone_group() -> None:
     """What the benchmarks' plain loops use: the same loss and the same AdamW groups as training."""
     model = TMTSegmentation(
-        num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]}, lr=2e-3, backbone_lr_mult=0.1
-    )
+        num_classes=4, backbone=TINY, method="tmt", acte={"k_choices": [2]}, lr=2e-3, backbone_lr_mult=0.1,
+        target_weight=0.3,
+    )  # fmt: skip
     batch = pair_batch()
     images, masks = source_then_target(batch)
     torch.manual_seed(3)
-    expected = model.training_step(batch, 0)
+    expected = model.training_step(batch, 0).item()
     torch.manual_seed(3)
-    assert model.step_loss(images, masks, [2, 2], [1.0, 1.0]).item() == pytest.approx(
-        expected.item(), rel=1e-6
-    )
+    assert model.step_loss(images, masks, [2, 2], [1.0, 0.3]).item() == pytest.approx(expected, rel=1e-6)
+    torch.manual_seed(3)  # the weights are used: equal weights give another loss
+    assert model.step_loss(images, masks, [2, 2], [1.0, 1.0]).item() != pytest.approx(expected, rel=1e-3)
     optimizer = model.build_optimizer()
     backbone, rest = optimizer.param_groups
     assert (backbone["lr"], rest["lr"]) == (pytest.approx(2e-4), 2e-3)

@@ -1,5 +1,6 @@
 """Label tables and the raw-id -> train-id mapping, on hand-made inputs."""
 
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -97,8 +98,15 @@ def test_thirty_two_bit_ids_map_without_a_table_as_long_as_the_largest_id():
     huge = 2**31 - 2
     mapping = LabelMapping({huge: 4, 7: 1}, None)
     raw = np.array([[huge, 7], [3, 255]], dtype=np.int32)
-    with pytest.warns(UnmappedIdWarning, match=r"raw ids \[3\]"):
-        np.testing.assert_array_equal(mapping.apply(raw, "m.png"), [[4, 1], [IGNORE_INDEX, IGNORE_INDEX]])
+    tracemalloc.start()
+    try:
+        with pytest.warns(UnmappedIdWarning, match=r"raw ids \[3\]"):
+            mapped = mapping.apply(raw, "m.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(mapped, [[4, 1], [IGNORE_INDEX, IGNORE_INDEX]])
+    assert peak < 1 << 20  # a 4-pixel mask; the id-indexed tables took gigabytes
     with pytest.raises(LabelIdError, match=rf"labels/x\.png: ids \[{huge}\] .*\(2 pixels\)"):
         identity_mapping(19).apply(np.array([[0, huge, huge]], dtype=np.uint32), "labels/x.png")
 
