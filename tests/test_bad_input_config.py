@@ -409,3 +409,16 @@ def test_a_model_lr_schedule_shorter_than_the_run_is_refused(tmp_path, capsys, m
     check_schedule_length(5, 5)
     check_schedule_length(8, 5)  # a longer schedule: the run stops mid-cosine, on purpose
     check_schedule_length(None, 5)  # the schedule follows the trainer
+
+
+def test_a_nested_value_error_names_the_key_without_pages_of_config_dump(tmp_path, capsys, monkeypatch):
+    """jsonargparse ends each level of a nested error with the whole parsed section on one line
+    (1,300 characters for the data module here): cut, so the key and the reason stay readable."""
+    config = tmt_config()
+    config["data"]["init_args"]["target_test"] = {"root": str(tmp_path / "x")}  # no dataset
+    code, err = run_cli(fit(tmp_path, config), capsys, monkeypatch)
+    assert_refused(
+        tmp_path, code, err, 'Parser key "target_test"', "the following arguments are required: dataset"
+    )
+    assert max(len(line) for line in err.splitlines()) < 300
+    assert "(cut; --print_config shows the whole config)" in err

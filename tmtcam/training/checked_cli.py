@@ -19,7 +19,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -59,10 +59,28 @@ CONSTRUCTOR_ERRORS = (ValueError, WeightsError, CheckpointMismatch, FileNotFound
 
 class ShortUsageParser(LightningArgumentParser):
     """A parser error prints one usage line above the message that names the key, instead of every
-    option of the sub-command (a LightningCLI lists hundreds); ``--help`` still shows them all."""
+    option of the sub-command (a LightningCLI lists hundreds); ``--help`` still shows them all.
+
+    jsonargparse's message for a bad nested value (``target_test`` without ``dataset``) ends each
+    level with a ``Given value:`` dump of the whole parsed section, thousands of characters on one
+    line that bury the key and the reason; those dumps are cut short.
+    """
 
     def print_usage(self, file: IO[str] | None = None) -> None:
         (file or sys.stdout).write(f"usage: {self.prog} [--config CONFIG] [options]  (--help lists them)\n")
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(without_value_dumps(message), ex)
+
+
+def without_value_dumps(message: str, longest: int = 160) -> str:
+    """``message`` with each ``Given value: ...`` line longer than ``longest`` characters cut there."""
+    lines = []
+    for line in message.splitlines():
+        if line.lstrip().startswith("Given value:") and len(line) > longest:
+            line = line[:longest] + " ... (cut; --print_config shows the whole config)"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 class CheckedLightningCLI(LightningCLI):
