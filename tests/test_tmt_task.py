@@ -393,7 +393,8 @@ def test_init_checkpoint_of_another_class_count_or_task_is_refused(tmp_path: Pat
     decoder_only = {k: v for k, v in source.state_dict().items() if not k.startswith("segmenter.backbone.")}
     torch.save({"state_dict": decoder_only}, path)  # would silently start from a random backbone
     with pytest.raises(
-        CheckpointMismatch, match=r"lacks \d+ backbone/decoder weights \(e\.g\. segmenter\.backbone\."
+        CheckpointMismatch,
+        match=r"lacks \d+ weights under segmenter\.backbone\., segmenter\.decoder\. \(e\.g\. segmenter\.backbone\.",
     ):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
     torch.save({"state_dict": source.state_dict()}, path)

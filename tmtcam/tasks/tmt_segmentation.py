@@ -37,12 +37,7 @@ from data_modules.segmentation.label_maps import IGNORE_INDEX  # masks' "not lab
 from tmtcam.backbones import BackboneSetting, build_backbone
 from tmtcam.tmt.segmenter import ACTEOptions, SegmenterOutput, TMAOptions, TMTSegmenter, pixel_priority
 from tmtcam.tmt.transferability import discriminator_loss
-from tmtcam.training.checkpoint_compat import (
-    CheckpointMismatch,
-    check_checkpoint,
-    checkpoint_in,
-    stamp_checkpoint,
-)
+from tmtcam.training.checkpoint_compat import check_checkpoint, load_initial_weights, stamp_checkpoint
 from tmtcam.training.schedules import check_optimisation_settings, warmup_cosine
 from tmtcam.viz.heatmaps import denormalize
 from tmtcam.viz.image_logging import data_normalization, log_images
@@ -130,8 +125,11 @@ class TMTSegmentation(LightningModule):
         )
         # image-weighted over all ranks (a logged float would be a mean of the ranks' means)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        if init_checkpoint:
-            self.load_initial_weights(init_checkpoint)
+        if init_checkpoint:  # backbone + decoder must be there; ACTE/TMA parts may be missing
+            load_initial_weights(
+                self, init_checkpoint, num_classes, ("segmenter.backbone.", "segmenter.decoder."),
+                "model.init_args.init_checkpoint",
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ setup and checkpoints
     def setup(self, stage: str) -> None:
@@ -145,36 +143,6 @@ class TMTSegmentation(LightningModule):
         if self.hparams.class_names is None and getattr(data, "class_names", None):
             self.class_names = list(data.class_names)
         self.miou_subsets = dict(getattr(data, "miou_subsets", None) or {})
-
-    def load_initial_weights(self, path: str) -> None:
-        """Load backbone + decoder (and whatever else matches) from a Lightning checkpoint or state dict.
-
-        ``path`` may also be a run directory: its newest ``last*.ckpt`` is used, since loggers put
-        checkpoints in per-run folders whose names (a W&B id) are not known in advance.
-        """
-        path = str(checkpoint_in(path, "model.init_args.init_checkpoint"))
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # pickle/zip errors from a truncated or foreign file
-            raise CheckpointMismatch(
-                f"model.init_args.init_checkpoint: cannot read {path}: {error}"
-            ) from error
-        state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
-        if not isinstance(state, dict):
-            raise CheckpointMismatch(f"model.init_args.init_checkpoint: {path} holds no state dict")
-        checkpoint = saved if "state_dict" in saved else {"state_dict": state}
-        check_checkpoint(
-            checkpoint, self, self.hparams.num_classes, f"model.init_args.init_checkpoint {path}"
-        )
-        own = self.state_dict()
-        required = [key for key in own if key.startswith(("segmenter.backbone.", "segmenter.decoder."))]
-        missing = [key for key in required if key not in state]
-        if missing:
-            raise CheckpointMismatch(
-                f"model.init_args.init_checkpoint {path} lacks {len(missing)} backbone/decoder weights "
-                f"(e.g. {missing[0]}); is it a TMTSegmentation checkpoint?"
-            )
-        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stamp_checkpoint(checkpoint, self, self.hparams.num_classes)

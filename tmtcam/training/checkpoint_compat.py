@@ -170,3 +170,35 @@ def checkpoint_in(path: str | Path, key: str) -> Path:
     if found is None:
         raise FileNotFoundError(f"{key}: no last.ckpt under the folder {path}")
     return found
+
+
+def load_initial_weights(
+    module: nn.Module, path: str | Path, num_classes: int, required_prefixes: tuple[str, ...], key: str
+) -> None:
+    """Start ``module`` from another run's weights: a Lightning checkpoint, a ``{"state_dict": ...}``
+    file, a bare state dict, or a run dir (its newest ``last*.ckpt``: loggers put checkpoints in
+    per-run folders whose names, a W&B id, are not known in advance).
+
+    The weights under ``required_prefixes`` must all be there (e.g. a source model's backbone and
+    decoder); others are taken where the file has them (a finetune model has no TMA parts). Read
+    with ``weights_only``: a checkpoint from elsewhere cannot run code. ``key`` is the config key
+    that named the file, for the messages.
+    """
+    path = checkpoint_in(path, key)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors from a truncated or foreign file
+        raise CheckpointMismatch(f"{key}: cannot read {path}: {error}") from error
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointMismatch(f"{key}: {path} holds no state dict")
+    checkpoint = saved if "state_dict" in saved else {"state_dict": state}
+    check_checkpoint(checkpoint, module, num_classes, f"{key} {path}")
+    own = module.state_dict()
+    missing = [name for name in own if name.startswith(required_prefixes) and name not in state]
+    if missing:
+        raise CheckpointMismatch(
+            f"{key} {path} lacks {len(missing)} weights under {', '.join(required_prefixes)} (e.g. {missing[0]}); "
+            f"is it a checkpoint of a {type(module).__name__} run?"
+        )
+    module.load_state_dict({name: value for name, value in state.items() if name in own}, strict=False)
