@@ -100,10 +100,14 @@ def test_step_loss_is_training_steps_loss_and_the_optimiser_has_the_backbone_gro
     torch.manual_seed(3)  # the weights are used: equal weights give another loss
     assert model.step_loss(images, masks, [2, 2], [1.0, 1.0]).item() != pytest.approx(expected, rel=1e-3)
     optimizer = model.build_optimizer()
-    backbone, rest = optimizer.param_groups
-    assert (backbone["lr"], rest["lr"]) == (pytest.approx(2e-4), 2e-3)
+    backbone, rest, tma = optimizer.param_groups
+    assert (backbone["lr"], rest["lr"], tma["lr"]) == (pytest.approx(2e-4), 2e-3, 2e-3)
     assert {id(p) for p in backbone["params"]} == {id(p) for p in model.segmenter.backbone.parameters()}
-    assert len(backbone["params"]) + len(rest["params"]) == len(list(model.parameters()))
+    assert tma["params"] == [model.segmenter.tma.beta] and tma["weight_decay"] == 0.0  # beta = 0 is "off"
+    assert backbone["weight_decay"] == rest["weight_decay"] == 0.01
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(model.parameters()))
+    plain = TMTSegmentation(num_classes=4, backbone=TINY, method="finetune").build_optimizer()
+    assert len(plain.param_groups) == 2  # no TMA, no third group
 
 
 def test_priority_is_alpha_times_weak_transfer_plus_the_rest_times_uncertainty_per_region() -> None:

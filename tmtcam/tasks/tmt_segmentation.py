@@ -338,16 +338,24 @@ class TMTSegmentation(LightningModule):
     # ------------------------------------------------------------------ optimisation
     def build_optimizer(self) -> torch.optim.AdamW:
         """AdamW with the backbone at ``lr * backbone_lr_mult`` and everything else at ``lr``; the
-        benchmarks' plain-PyTorch loops use it too, so that they step the same optimiser."""
+        benchmarks' plain-PyTorch loops use it too, so that they step the same optimiser.
+
+        TMA's per-head scales β get no weight decay: β = 0 is plain attention, so decay would pull
+        the bias off whatever the loss says (about 4 % over the real configs' 40k steps at 0.01).
+        """
         h = self.hparams
         backbone_params = list(self.segmenter.backbone.parameters())
-        backbone_ids = {id(p) for p in backbone_params}
-        head_params = [p for p in self.parameters() if id(p) not in backbone_ids]
+        tma_params = list(self.segmenter.tma.parameters()) if self.segmenter.uses_acte else []
+        grouped = {id(p) for p in backbone_params + tma_params}
+        head_params = [p for p in self.parameters() if id(p) not in grouped]
+        groups = [
+            {"params": backbone_params, "lr": h.lr * h.backbone_lr_mult},
+            {"params": head_params, "lr": h.lr},
+        ]
+        if tma_params:
+            groups.append({"params": tma_params, "lr": h.lr, "weight_decay": 0.0})
         return torch.optim.AdamW(
-            [
-                {"params": backbone_params, "lr": h.lr * h.backbone_lr_mult},
-                {"params": head_params, "lr": h.lr},
-            ],
+            groups,
             weight_decay=h.weight_decay,
             fused=self.device.type in ("cpu", "cuda"),  # measured on CPU: optimizer step 14.0 -> 4.2 ms
         )

@@ -9,7 +9,8 @@ at logit 0 and one region of m out of n keys at priority 1, that region gets
 
 The optional region-coherence term adds ``gamma`` where query and key share a region, so tokens
 also pool within their region (off by default: it makes the bias (B, 1, S, S) instead of
-(B, H, 1, S)). Prefix tokens (CLS, registers) get no bias as keys and none as queries.
+(B, H, 1, S)). Prefix tokens (CLS, registers) get no bias as keys and no region-coherence term; as
+queries they see the same key bias as the patches (the decoder reads only the patch tokens).
 
 The bias reaches timm's blocks through the backbone's additive ``attn_mask`` hook, so the blocks
 keep PyTorch's ``scaled_dot_product_attention``. Because beta learns, the bias needs a gradient,
