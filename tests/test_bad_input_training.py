@@ -339,6 +339,11 @@ def test_a_differing_earlier_config_is_moved_aside_not_overwritten(tmp_path):
     again = keep_earlier_config(path, "model: c\n")
     assert again is not None and again != moved and again.read_text() == "model: b\n"
     assert moved.read_text() == "model: a\n"
+    path.write_text("model: c\n")  # and a third: both earlier ones stay
+    os.utime(path, (moved.stat().st_mtime, moved.stat().st_mtime))
+    third = keep_earlier_config(path, "model: d\n")
+    assert len({moved, again, third}) == 3 and third.read_text() == "model: c\n"
+    assert (moved.read_text(), again.read_text()) == ("model: a\n", "model: b\n")
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -15,7 +15,7 @@ from tmtcam.viz.heatmaps import (
     normalize_map,
     overlay_heatmap,
 )
-from tmtcam.viz.segmentation_images import IGNORE_COLOUR, colorize, palette, segmentation_strip
+from tmtcam.viz.segmentation_images import IGNORE_COLOUR, colorize, palette, segmentation_strip, wandb_masks
 
 
 def test_jet_ramp_ends_and_constant_maps():
@@ -83,3 +83,17 @@ def test_priority_tile_follows_a_wide_patch_grid():
     hot, cold = jet_colormap(np.array([1.0]))[0].tolist(), jet_colormap(np.array([0.0]))[0].tolist()
     assert tile[0, 31].tolist() == hot and tile[7, 24].tolist() == hot
     assert tile[8, 31].tolist() == cold and tile[0, 23].tolist() == cold
+
+
+def test_strip_shows_ground_truth_then_prediction_and_wandb_masks_keep_them_apart():
+    target = torch.zeros(4, 6, dtype=torch.long)
+    prediction = torch.full((4, 6), 2, dtype=torch.long)
+    prediction[0, 0] = 255
+    strip = segmentation_strip(torch.zeros(3, 4, 6), target, prediction, 3)
+    colours = palette(3)
+    assert np.array_equal(strip[:, 6:12], colorize(target.numpy(), colours))
+    assert np.array_equal(strip[:, 12:18], colorize(prediction.numpy(), colours))
+    masks = wandb_masks(target, prediction, ["a", "b", "c"])
+    assert np.array_equal(masks["ground_truth"]["mask_data"], target.numpy())
+    assert np.array_equal(masks["prediction"]["mask_data"], prediction.numpy())
+    assert masks["prediction"]["class_labels"] == {0: "a", 1: "b", 2: "c", 255: "ignore"}

@@ -20,10 +20,12 @@ def test_png_fallback_writes_the_images(tmp_path):
     module = attached_module(tmp_path, CSVLogger(tmp_path))
     image = np.zeros((8, 12, 3), dtype=np.uint8)
     image[:, :6] = 255
-    paths = log_images(module, "val/overlay", [image, image], captions=["a", "b"])
-    assert len(paths) == 2 and all(p.is_file() for p in paths)
+    other = 255 - image
+    paths = log_images(module, "val/overlay", [image, other], captions=["a", "b"])
+    assert len(set(paths)) == 2 and all(p.is_file() for p in paths)  # one file each, none overwritten
     assert "val_overlay" in str(paths[0])
     assert np.array_equal(np.asarray(Image.open(paths[0])), image)
+    assert np.array_equal(np.asarray(Image.open(paths[1])), other)
 
 
 def test_ranks_other_than_zero_write_nothing(tmp_path, monkeypatch):

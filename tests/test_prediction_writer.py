@@ -206,6 +206,8 @@ def test_two_predict_runs_in_the_same_second_write_two_folders(tmp_path, monkeyp
     first.mkdir()
     second = prediction_writer._new_folder(tmp_path)
     assert (first.name, second.name) == ("20261127-050000", "20261127-050000-2")
+    second.mkdir()
+    assert prediction_writer._new_folder(tmp_path).name == "20261127-050000-3"  # not -2 again
 
 
 def test_mask_palette_colours_the_classes_and_leaves_other_ids_the_ignore_colour(tmp_path):

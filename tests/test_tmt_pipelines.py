@@ -222,7 +222,15 @@ def test_cached_source_model_is_reused_only_for_the_same_budget(tmp_path: Path) 
     more_images = Budget(source_steps=3, batch_size=4, source_images=12)
     assert pretrain_source("day_to_night", 0, tmp_path, more_images) == path
     assert path.stat().st_mtime_ns != retrained  # other source images: trained again too
-    assert json.loads(path.with_suffix(".json").read_text())["images"] == 12
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["images"] == 12
+    # every stage-1 setting is part of the key (each of these changes the model trained)
+    assert (record["lr"], record["crop_size"], record["batch_size"]) == (
+        more_images.lr,
+        more_images.crop_size,
+        4,
+    )
+    assert record["backbone"] == more_images.vit() and record["accelerator"] == more_images.accelerator
 
 
 def test_benchmark_trains_the_chosen_backbone_at_the_chosen_size(tmp_path: Path, monkeypatch) -> None:

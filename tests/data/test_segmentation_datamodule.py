@@ -57,6 +57,7 @@ def test_unlabelled_target_gives_all_ignore_masks_but_validation_is_labelled():
     assert torch.all(batch["target"]["mask"] == IGNORE_INDEX)
     assert (batch["source"]["mask"] != IGNORE_INDEX).any()
     assert datamodule.target_val.labelled and datamodule.target_val.split == "val"
+    assert datamodule.target_val.num_images is None  # the whole val split, not the target's few-shot cap
 
 
 def test_val_and_test_loaders_serve_target_images_at_the_rendering_size():

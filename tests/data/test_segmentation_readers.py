@@ -222,6 +222,14 @@ def test_mapillary_ids_map_to_cityscapes_and_splits_use_long_names(tmp_path, lab
     assert torch.equal(item["mask"], expected(MAPILLARY_IDS[1]))
 
 
+def test_mapillary_v2_download_reads_its_v1_2_labels_not_the_v2_ones(tmp_path):
+    write_image(tmp_path / "validation" / "images" / "abc.jpg")
+    write_mask(tmp_path / "validation" / "labels" / "abc.png", (0, 0, 0), mode="P")  # v2.0 ids: other
+    write_mask(tmp_path / "validation" / "v1.2" / "labels" / "abc.png", MAPILLARY_IDS[0], mode="P")
+    item = load(DomainSpec("mapillary", root=str(tmp_path), split="val"))
+    assert torch.equal(item["mask"], expected(MAPILLARY_IDS[1]))
+
+
 def test_folder_reader_pairs_by_stem_and_applies_the_id_map(tmp_path):
     for name in ("b", "a"):
         write_image(tmp_path / "img" / "sub" / f"{name}_rgb.png")
@@ -235,6 +243,20 @@ def test_folder_reader_pairs_by_stem_and_applies_the_id_map(tmp_path):
     assert [Path(r.image).name for r in dataset.records] == ["a_rgb.png", "b_rgb.png"]
     with pytest.warns(UserWarning, match=r"raw ids \[30\] found in the masks: their pixels are ignored"):
         assert torch.equal(dataset[0]["mask"], expected((0, 1, 255)))
+
+
+def test_folder_reader_pairs_each_image_with_its_own_mask_across_sub_folders(tmp_path):
+    """Two sequences with the same file names: both images are kept, each with its own mask (a key
+    without the sub-folder would drop one or pair it with the other's mask)."""
+    for sequence, ids in (("seq1", (0, 1)), ("seq2", (2, 3))):
+        write_image(tmp_path / "img" / sequence / "0001.png")
+        write_mask(tmp_path / "ann" / sequence / "0001.png", ids)
+    dataset = build_segmentation_dataset(
+        DomainSpec("folder", root=str(tmp_path), image_dir="img", mask_dir="ann", num_classes=4)
+    )
+    assert len(dataset) == 2
+    for item, ids in zip((dataset[0], dataset[1]), ((0, 1), (2, 3)), strict=True):
+        assert torch.equal(item["mask"], expected(ids)), item["path"]
 
 
 def test_folder_reader_without_id_map_refuses_ids_beyond_num_classes(tmp_path):

@@ -1,5 +1,7 @@
 """SpeciesDataModule: validation carved from train, loaders, reproducibility; the split helpers."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from data_modules.loaders import seed_worker_transform
+from data_modules.loaders import seed_worker_transform, seeded_loader
 from data_modules.species import SpeciesDataModule, build_train_transform
 from data_modules.species.splits import balanced_subset, stratified_split
 
@@ -20,6 +22,8 @@ def test_stratified_split_on_hand_made_labels():
     assert sorted(kept.tolist() + held.tolist()) == list(range(7))
     assert stratified_split(labels, 0.25, seed=0)[1].tolist() == held.tolist()
     assert stratified_split(labels, 0.0, seed=0)[1].size == 0
+    kept, _ = stratified_split([0, 0, 1, 1], 0.9, seed=0)  # a large fraction still leaves each class one
+    assert sorted(np.asarray([0, 0, 1, 1])[kept].tolist()) == [0, 1]
     with pytest.raises(ValueError, match="fraction"):
         stratified_split(labels, 1.0, seed=0)
 
@@ -83,19 +87,39 @@ class RandomDrawDataset(torch.utils.data.Dataset):
 
 
 def test_each_worker_gets_its_own_reproducible_augmentation_stream():
-    def draws():
+    def draws(seed=0):
         loader = DataLoader(
             RandomDrawDataset(),
             batch_size=1,
             num_workers=2,
             worker_init_fn=seed_worker_transform,
-            generator=torch.Generator().manual_seed(0),
+            generator=torch.Generator().manual_seed(seed),
         )
         return [int(x) for x in loader]
 
     first = draws()
     assert first[0] != first[1]  # batches 0 and 1 come from different workers
     assert draws() == first
+    assert draws(seed=1) != first  # the streams follow the loader's seed, not just the worker's number
+
+
+class IndexDataset(torch.utils.data.Dataset):
+    """Item i is i; a transform that ignores its seed, so only the sampler's order shows."""
+
+    transform = SimpleNamespace(reseed=lambda seed: None)
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index):
+        return index
+
+
+def test_the_data_seed_sets_the_shuffled_order():
+    def order(seed):
+        return [int(x) for x in seeded_loader(IndexDataset(), 1, True, 0, False, seed)]
+
+    assert order(0) == order(0) and order(0) != order(1) and sorted(order(1)) == list(range(16))
 
 
 def test_training_batches_reproducible_with_workers():
@@ -164,6 +188,11 @@ def test_real_module_caps_and_carves(tmp_path):
     assert len(module.test_set) == 4  # round(0.25 * 6) per class
     batch = next(iter(module.val_dataloader()))
     assert batch["image"].shape == (2, 3, 16, 16) and set(batch) == {"image", "label", "path"}
+    capped = SpeciesDataModule(
+        "imagefolder", str(root), image_size=16, num_train_images=6, num_test_images=2, test_fraction=0.25
+    )
+    capped.setup()
+    assert len(capped.test_set) == 2 and len(capped.train_set) + len(capped.val_set) == 6  # each its own cap
 
 
 def test_module_argument_errors(tmp_path):

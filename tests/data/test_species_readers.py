@@ -361,6 +361,10 @@ def test_inat_folders(tmp_path):
     assert (
         index.class_names == categories and len(index.train) == 4 and [r.label for r in index.test] == [0, 1]
     )
+    for category in categories:  # the full train/ wins over train_mini/ when both are there
+        for k in range(3):
+            write_image(tmp_path / "train" / category / f"{k}.jpg")
+    assert len(read_species_index("inat", tmp_path).train) == 6
     (tmp_path / "val").rename(tmp_path / "elsewhere")
     with pytest.raises(FileNotFoundError, match="val"):
         read_species_index("inat", tmp_path)
