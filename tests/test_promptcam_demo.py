@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import die_while_recording_cache_settings
 
-from tmtcam.pipelines import promptcam_demo, settings_cache
+from tmtcam.pipelines import promptcam_demo
 from tmtcam.pipelines.promptcam_demo import _data, build_parser, main
 from tmtcam.promptcam.evaluation import accuracy, gather_batches
 from tmtcam.promptcam.explain import main as explain_main
@@ -133,15 +134,7 @@ def test_a_backbone_retrain_killed_before_its_record_is_written_is_not_reused(tm
     promptcam_demo.pretrained_backbone(args)
     weights, record = tmp_path / "pretrained_backbone.pth", tmp_path / "pretrained_backbone.json"
     assert record.is_file()
-
-    class KilledWhileWritingTheRecord:
-        loads = staticmethod(json.loads)
-
-        @staticmethod
-        def dumps(settings):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(settings_cache, "json", KilledWhileWritingTheRecord)
+    die_while_recording_cache_settings(monkeypatch)
     args.pretrain_lr *= 2  # other settings: the cache is stale and the backbone is trained again
     with pytest.raises(KeyboardInterrupt):
         promptcam_demo.pretrained_backbone(args)

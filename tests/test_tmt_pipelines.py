@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import die_while_recording_cache_settings
 
-from tmtcam.pipelines import settings_cache, tmt_benchmark, tmt_demo, tmt_runs
+from tmtcam.pipelines import tmt_benchmark, tmt_demo, tmt_runs
 from tmtcam.pipelines.settings_cache import SettingsCache
 from tmtcam.pipelines.tmt_runs import Budget, pretrain_source
 
@@ -288,15 +289,7 @@ def test_a_retrain_killed_before_its_record_is_written_is_not_reused_under_the_o
     budget = Budget(source_steps=1, batch_size=2, source_images=2, crop_size=32)
     path = pretrain_source("day_to_night", 0, tmp_path, budget)
     record = path.with_suffix(".json")
-
-    class KilledWhileWritingTheRecord:
-        loads = staticmethod(json.loads)
-
-        @staticmethod
-        def dumps(settings):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(settings_cache, "json", KilledWhileWritingTheRecord)
+    die_while_recording_cache_settings(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pretrain_source(
             "day_to_night", 0, tmp_path, Budget(source_steps=2, batch_size=2, source_images=2, crop_size=32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from tmtcam.cli import main
+from tmtcam.pipelines import settings_cache
 
 TINY_BACKBONE = {
     "model_name": "vit_tiny_patch16_224",
@@ -151,3 +153,17 @@ def printed_config(
         main(["fit", "--config", str(config), *overrides, "--print_config"])
     assert exit_info.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
+
+
+def die_while_recording_cache_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make :class:`~tmtcam.pipelines.settings_cache.SettingsCache` raise ``KeyboardInterrupt`` as it
+    writes a settings record: a run killed between writing a cached file and recording its settings."""
+
+    class KilledWhileWritingTheRecord:
+        loads = staticmethod(json.loads)
+
+        @staticmethod
+        def dumps(settings: object) -> str:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(settings_cache, "json", KilledWhileWritingTheRecord)
