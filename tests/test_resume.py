@@ -262,3 +262,24 @@ def test_a_checkpoint_whose_files_moved_still_tests_and_takes_the_weights_file_g
 
 def yaml_flow(mapping: dict) -> str:
     return "{" + ", ".join(f"{key}: {value}" for key, value in mapping.items()) + "}"
+
+
+def test_a_checkpoint_from_before_beta_left_weight_decay_is_refused_in_words(tmp_path, capsys, monkeypatch):
+    """TMT's optimiser got a third parameter group (TMA's beta, without weight decay). Resuming a
+    checkpoint with two groups failed in torch's optimiser with a traceback; now one line says why
+    and what to do, and the checkpoint is left as it was."""
+    run = ["fit", "--config", str(write_config(tmp_path / "tmt.yaml", tmt_config(method="tmt"))),
+           "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    code, err = run_cli([*run, "--trainer.max_steps", "1"], capsys, monkeypatch)
+    assert code == 0, err[-2000:]
+    (last,) = (tmp_path / "run").rglob("last.ckpt")
+    checkpoint = torch.load(last, weights_only=False)
+    groups = checkpoint["optimizer_states"][0]["param_groups"]
+    assert len(groups) == 3 and groups[2]["weight_decay"] == 0.0
+    groups[1]["params"] += groups.pop()["params"]  # the old layout: beta among the head's parameters
+    torch.save(checkpoint, last)
+    before = last.read_bytes()
+    code, err = run_cli([*run, "--trainer.max_steps", "2", "--ckpt_path", "last"], capsys, monkeypatch)
+    assert code == 1, err[-2000:]  # found while fitting starts (as a data error mid-run is)
+    assert "optimiser has 2 parameter groups and this version's has 3" in err and "init_checkpoint" in err
+    assert "Traceback" not in err and last.read_bytes() == before

@@ -37,7 +37,12 @@ from data_modules.segmentation.label_maps import IGNORE_INDEX  # masks' "not lab
 from tmtcam.backbones import BackboneSetting, build_backbone
 from tmtcam.tmt.segmenter import ACTEOptions, SegmenterOutput, TMAOptions, TMTSegmenter, pixel_priority
 from tmtcam.tmt.transferability import discriminator_loss
-from tmtcam.training.checkpoint_compat import check_checkpoint, load_initial_weights, stamp_checkpoint
+from tmtcam.training.checkpoint_compat import (
+    check_checkpoint,
+    check_optimizer_groups,
+    load_initial_weights,
+    stamp_checkpoint,
+)
 from tmtcam.training.schedules import check_optimisation_settings, warmup_cosine
 from tmtcam.viz.heatmaps import denormalize
 from tmtcam.viz.image_logging import data_normalization, log_images
@@ -149,6 +154,8 @@ class TMTSegmentation(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint(checkpoint, self, self.hparams.num_classes)
+        if self._trainer is not None and self.trainer.state.fn == "fit":  # resuming: optimiser restored
+            check_optimizer_groups(checkpoint, 3 if self.segmenter.uses_acte else 2)
 
     # ------------------------------------------------------------------ training
     def forward(self, images: torch.Tensor) -> SegmenterOutput:

@@ -172,6 +172,19 @@ def checkpoint_in(path: str | Path, key: str) -> Path:
     return found
 
 
+def check_optimizer_groups(checkpoint: dict[str, Any], groups: int) -> None:
+    """Before a resume restores the optimiser: a checkpoint whose optimiser has another number of
+    parameter groups (TMT's, from before TMA's beta got a group of its own without weight decay)
+    is refused in words instead of torch's "different number of parameter groups" traceback."""
+    states = checkpoint.get("optimizer_states") or []
+    if states and len(states[0].get("param_groups", ())) != groups:
+        raise CheckpointMismatch(
+            f"this checkpoint's optimiser has {len(states[0]['param_groups'])} parameter groups and this "
+            f"version's has {groups} (TMT: TMA's beta has had its own since it left weight decay), so the "
+            f"run cannot resume from it; start a new run from its weights with model.init_args.init_checkpoint"
+        )
+
+
 def load_initial_weights(
     module: nn.Module, path: str | Path, num_classes: int, required_prefixes: tuple[str, ...], key: str
 ) -> None:
