@@ -1,9 +1,10 @@
 """Cross-domain semantic segmentation data: embedded synthetic domain pairs and real-format readers.
 
-Every item is a dict ``{"image": (3, H, W) float32 normalised with ``mean`` / ``std`` (the backbone's; ImageNet's by default), "mask": (H, W) int64 train
-ids with IGNORE_INDEX (255) ignored, "path": str}``; ``tmtcam.viz.heatmaps.denormalize`` undoes the
-normalisation for display. Real datasets are served in the Cityscapes 19-class space; the embedded pairs use
-the 8 :data:`SCENE_CLASSES`. :class:`DomainPairDataModule` yields source and target batches
+Every item is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64 train ids with
+IGNORE_INDEX (255) ignored, "path": str}``; images are normalised with the data module's ``mean`` /
+``std`` (the backbone's; ImageNet's by default), which ``tmtcam.viz.heatmaps.denormalize`` undoes
+for display. Real datasets are served in the Cityscapes 19-class space; the embedded pairs use the
+8 :data:`SCENE_CLASSES`. :class:`DomainPairDataModule` yields source and target batches
 together for training and target batches for evaluation.
 """
 

@@ -1,7 +1,7 @@
 """Fine-grained species data: the embedded synthetic creatures and readers for real datasets.
 
-Every item is a dict with ``image`` (3, H, W) float32 normalised with the data module's ``mean`` / ``std`` (the backbone's,
-filled from its timm config; ImageNet's by default), ``label`` int64
+Every item is a dict with ``image`` (3, H, W) float32 normalised with the data module's ``mean`` /
+``std`` (the backbone's, filled from its timm config; ImageNet's by default), ``label`` int64
 (0-indexed) and ``path``; synthetic items add ``trait_mask`` (H, W), ``part_masks`` (P, H, W) and
 ``attributes`` (multi-hot); CUB adds ``parts`` (15, 3) = (x, y, visible) and ``bbox`` (x1, y1, x2, y2),
 Stanford Cars ``bbox``, all in the transformed image's pixels.

@@ -3,10 +3,11 @@
 Training follows Prompt-CAM's recipe (from VPT): square Resize(resize) -> RandomCrop(size) ->
 horizontal flip. Evaluation is Resize(resize) -> CenterCrop(size), the usual ImageNet-style test
 transform; the reference code instead resizes straight to ``size`` (``resize_size: null`` here),
-keeping the borders that the crop cuts. Images resize
-bicubically (the reference: bilinear), masks with nearest neighbour (they stay binary). Keypoints (CUB parts, bounding-box corners) ride along through
-the same geometry; a keypoint pushed out of the crop becomes invisible. A horizontal flip moves each
-keypoint with its pixel and keeps its name (a CUB "left eye" then sits where a right eye would).
+keeping the borders that the crop cuts. Images resize bicubically (the reference: bilinear), masks
+with nearest neighbour (they stay binary). Keypoints (CUB parts, bounding-box corners) ride along
+through the same geometry; a keypoint pushed out of the crop becomes invisible. A horizontal flip
+moves each keypoint with its pixel and keeps its name (a CUB "left eye" then sits where a right eye
+would).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ figure (it is measured on its own in :mod:`tmtcam.bench.dataloader_speed`). The 
 importable by name so :func:`tmtcam.bench.isolated.measure_peak_rss` can build them in a fresh process.
 
 The TMT and fine-tune steps are the task's own training step minus Lightning: the segmenter on
-``batch_size`` source + ``batch_size`` target images, :meth:`TMTSegmentation.step_loss` and its optimiser, so the
-ratio between them is exactly what ACTE + TMA add to a step.
+``batch_size`` source + ``batch_size`` target images, :meth:`TMTSegmentation.step_loss` and the
+task's own optimiser, so the ratio between them is exactly what ACTE + TMA add to a step.
 """
 
 from __future__ import annotations
