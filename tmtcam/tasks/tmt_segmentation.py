@@ -131,10 +131,8 @@ class TMTSegmentation(LightningModule):
         # image-weighted over all ranks (a logged float would be a mean of the ranks' means)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         if init_checkpoint:  # backbone + decoder must be there; ACTE/TMA parts may be missing
-            load_initial_weights(
-                self, init_checkpoint, num_classes, ("segmenter.backbone.", "segmenter.decoder."),
-                "model.init_args.init_checkpoint",
-            )  # fmt: skip
+            key, required = "model.init_args.init_checkpoint", ("segmenter.backbone.", "segmenter.decoder.")
+            load_initial_weights(self, init_checkpoint, num_classes, required, key)
 
     # ------------------------------------------------------------------ setup and checkpoints
     def setup(self, stage: str) -> None:
