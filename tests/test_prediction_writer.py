@@ -15,6 +15,7 @@ from tiny_configs import promptcam_config, run_cli, tmt_config, write_config
 
 from data_modules.segmentation import CITYSCAPES_CLASSES
 from tmtcam.training import prediction_writer
+from tmtcam.training.config_logging import SaveAndLogConfig
 from tmtcam.training.prediction_writer import PredictionFileWriter, cityscapes_label_id_table, mask_name
 from tmtcam.training.preflight import ConfigError
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
@@ -173,8 +174,28 @@ def _stand_ins(tmp_path, **hparams):
     trainer = SimpleNamespace(
         default_root_dir=str(tmp_path), strategy=SimpleNamespace(broadcast=lambda value: value),
         predict_dataloaders=[], global_rank=0, world_size=1, datamodule=None, log_dir=None, is_global_zero=True,
+        callbacks=[], loggers=[],
     )  # fmt: skip
     return trainer, model
+
+
+def test_each_predictions_folder_keeps_the_config_under_the_name_the_cli_gave_it(tmp_path):
+    """A CLI whose save-config callback names its file ``experiment.yaml`` writes
+    ``experiment-predict.yaml`` for predict; the writer copies that one, not a ``config-predict.yaml``."""
+    trainer, model = _stand_ins(tmp_path, class_names=["sparrow", "finch"])
+    saver = SaveAndLogConfig(None, {}, config_filename="experiment.yaml", save_to_log_dir=False)
+    trainer.callbacks.append(saver)
+    (tmp_path / "experiment-predict.yaml").write_text("model: renamed\n")
+    (tmp_path / "config-predict.yaml").write_text("model: stale\n")
+    writer = PredictionFileWriter()
+    saver.setup(trainer, model, "predict")
+    writer.setup(trainer, model, "predict")
+    writer.on_predict_start(trainer, model)
+    assert (writer.out_dir / "config.yaml").read_text() == "model: renamed\n"
+    trainer.callbacks.clear()  # no CLI (a Python caller): no config to copy, whatever lies there
+    writer.setup(trainer, model, "predict")
+    writer.on_predict_start(trainer, model)
+    assert not (writer.out_dir / "config.yaml").exists()
 
 
 def test_csv_rows_name_the_predicted_class_and_its_probability(tmp_path):

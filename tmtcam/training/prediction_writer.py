@@ -32,15 +32,14 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import SaveConfigCallback
 from PIL import Image
 
 from data_modules.segmentation import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN
-from tmtcam.training.config_logging import stage_config_name
 from tmtcam.training.preflight import ConfigError
 from tmtcam.viz.segmentation_images import IGNORE_COLOUR, palette
 
 MaskIds = Literal["train", "cityscapes"]
-PREDICT_CONFIG = stage_config_name("config.yaml", "predict")  # SaveAndLogConfig writes it before predicting
 CITYSCAPES_UNLABELED_ID = 0
 
 
@@ -85,8 +84,8 @@ class PredictionFileWriter(BasePredictionWriter):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._common_root = _common_image_folder(trainer.predict_dataloaders)
         # the run dir's config-predict.yaml is the newest predict's; each folder keeps its own
-        config = Path(trainer.log_dir or trainer.default_root_dir) / PREDICT_CONFIG
-        if trainer.is_global_zero and config.is_file():
+        config = predict_config_file(trainer)
+        if trainer.is_global_zero and config is not None and config.is_file():
             shutil.copyfile(config, self.out_dir / "config.yaml")
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -168,6 +167,15 @@ def _new_folder(parent: Path) -> Path:
         number += 1
         candidate = parent / f"{stamp}-{number}"
     return candidate
+
+
+def predict_config_file(trainer: Trainer) -> Path | None:
+    """The config the CLI's save-config callback wrote for this ``predict`` (its ``setup`` ran before
+    ``on_predict_start`` and set the file name); ``None`` outside the CLI, which writes none."""
+    saver = next((cb for cb in trainer.callbacks if isinstance(cb, SaveConfigCallback)), None)
+    if saver is None:
+        return None
+    return Path(trainer.log_dir or trainer.default_root_dir) / saver.config_filename
 
 
 def mask_name(image_path: str, common_root: Path | None) -> Path:
