@@ -420,3 +420,15 @@ def test_a_target_and_its_val_split_of_one_dataset_are_not_the_same_images():
             {"dataset": "gta5", "root": "/data/gta5"}, dict(cityscapes, split="train"),
             target_val=dict(cityscapes, split="val"),
         )  # fmt: skip
+
+
+def test_two_acdc_conditions_of_one_split_are_not_the_same_images():
+    """Fog as the target and night as its validation are different files: no "same images" warning;
+    the same condition twice is."""
+    acdc = {"dataset": "acdc", "root": "/data/acdc", "split": "train"}
+    source = {"dataset": "cityscapes", "root": "/data/cs"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DomainPairDataModule(source, dict(acdc, condition="fog"), target_val=dict(acdc, condition="night"))
+    with pytest.warns(UserWarning, match="target and target_val read the same images"):
+        DomainPairDataModule(source, dict(acdc, condition="fog"), target_val=dict(acdc, condition="fog"))
