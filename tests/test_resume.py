@@ -283,3 +283,6 @@ def test_a_checkpoint_from_before_beta_left_weight_decay_is_refused_in_words(tmp
     assert code == 1, err[-2000:]  # found while fitting starts (as a data error mid-run is)
     assert "optimiser has 2 parameter groups and this version's has 3" in err and "init_checkpoint" in err
     assert "Traceback" not in err and last.read_bytes() == before
+    test = ["test", *run[1:], "--ckpt_path", str(last), "--trainer.limit_test_batches", "1"]
+    code, err = run_cli(test, capsys, monkeypatch)  # evaluating restores no optimiser: still allowed
+    assert code == 0, err[-2000:]

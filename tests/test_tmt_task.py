@@ -401,9 +401,13 @@ def test_init_checkpoint_of_another_class_count_or_task_is_refused(tmp_path: Pat
         match=r"lacks \d+ weights under segmenter\.backbone\., segmenter\.decoder\. \(e\.g\. segmenter\.backbone\.",
     ):
         TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
+    weight = "segmenter.backbone.vit.blocks.0.attn.qkv.weight"
+    one_short = {k: v for k, v in source.state_dict().items() if k != weight}  # one weight would stay random
+    torch.save({"state_dict": one_short}, path)
+    with pytest.raises(CheckpointMismatch, match=rf"lacks 1 weights under .* \(e\.g\. {re.escape(weight)}\)"):
+        TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
     torch.save({"state_dict": source.state_dict()}, path)
     adapted = TMTSegmentation(num_classes=4, backbone=TINY, method="tmt", init_checkpoint=str(path))
-    weight = "segmenter.backbone.vit.blocks.0.attn.qkv.weight"
     assert torch.equal(adapted.state_dict()[weight], source.state_dict()[weight])
 
 

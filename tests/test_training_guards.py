@@ -118,6 +118,14 @@ def test_checkpoint_from_other_task_or_class_count_is_rejected_in_words():
     unstamped = {"state_dict": TaskA(3).state_dict()}
     with pytest.raises(CheckpointMismatch, match=r"head.weight \(3, 4\) vs \(5, 4\)"):
         check_checkpoint(unstamped, TaskA(5), num_classes=5)
+    # a stamp that agrees (same task, same classes) does not excuse other shapes: another backbone
+    wider = {"state_dict": nn.Linear(6, 3).state_dict()}
+    wider["state_dict"] = {f"head.{name}": value for name, value in wider["state_dict"].items()}
+    stamp_checkpoint(wider, TaskA(3), num_classes=3)
+    with pytest.raises(
+        CheckpointMismatch, match=r"1 weight shapes differ \(e\.g\. head.weight \(3, 6\) vs \(3, 4\)\)"
+    ):
+        check_checkpoint(wider, TaskA(3), num_classes=3)
 
 
 def test_given_std_without_mean_is_not_replaced_by_the_backbones_statistics():

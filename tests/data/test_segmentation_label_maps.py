@@ -111,6 +111,24 @@ def test_thirty_two_bit_ids_map_without_a_table_as_long_as_the_largest_id():
         identity_mapping(19).apply(np.array([[0, huge, huge]], dtype=np.uint32), "labels/x.png")
 
 
+def test_large_ids_map_entries_absent_from_the_mask_take_no_pixels():
+    """The distinct-value path (ids >= 2**16) looks each map entry up among the mask's ids. An entry
+    the mask lacks must not land on a neighbouring id (7 sits where 5 would), and entries beyond the
+    mask's largest id must not index past its id list."""
+    huge = 2**31 - 2
+    mapping = LabelMapping({huge: 4, 5: 1}, None)
+    with pytest.warns(UnmappedIdWarning, match=r"raw ids \[7\]"):
+        mapped = mapping.apply(np.array([[huge, 7]], dtype=np.int64), "m.png")
+    np.testing.assert_array_equal(mapped, [[4, IGNORE_INDEX]])
+    above = LabelMapping({70000: 1, 80000: 2}, None)  # 80000 is past the mask's only id
+    np.testing.assert_array_equal(above.apply(np.array([[70000]], dtype=np.int32), "m.png"), [[1]])
+
+
+def test_a_negative_label_id_is_refused_naming_the_file_and_the_id():
+    with pytest.raises(LabelIdError, match=r"^label image m\.png: negative label id -1$"):
+        LabelMapping({1: 0}, None).apply(np.array([[-1, 1]], dtype=np.int32), "m.png")
+
+
 def test_a_user_id_map_warns_about_raw_ids_it_leaves_out_but_not_about_ignore():
     """A typo (``6: 13`` where the masks use 5) sent a class's pixels to 255 without a word."""
     typo = id_map_mapping({1: 0, 2: 1, 6: 13}, num_classes=19)
