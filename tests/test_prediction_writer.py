@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -153,6 +153,8 @@ def test_cityscapes_mask_ids_refuse_19_classes_that_are_not_the_cityscapes_ones(
         ConfigError, match=r"Cityscapes classes in their train-id order .* this model's are \['c0'"
     ):
         cityscapes_label_id_table(19, [f"c{i}" for i in range(19)])
+    with pytest.raises(ConfigError, match="train-id order"):  # the right names in another order
+        cityscapes_label_id_table(19, list(CITYSCAPES_CLASSES)[::-1])
     assert cityscapes_label_id_table(19, list(CITYSCAPES_CLASSES))[0] == 7
     writer = PredictionFileWriter(mask_ids="cityscapes")
     trainer, model = _stand_ins(tmp_path, num_classes=19, class_names=[f"c{i}" for i in range(19)])
@@ -192,10 +194,36 @@ def test_each_predictions_folder_keeps_the_config_under_the_name_the_cli_gave_it
     writer.setup(trainer, model, "predict")
     writer.on_predict_start(trainer, model)
     assert (writer.out_dir / "config.yaml").read_text() == "model: renamed\n"
+    trainer.log_dir = str(tmp_path / "logs")  # a TensorBoard/CSV first logger: configs go to its folder
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "experiment-predict.yaml").write_text("model: in the log dir\n")
+    writer.setup(trainer, model, "predict")
+    writer.on_predict_start(trainer, model)
+    assert (writer.out_dir / "config.yaml").read_text() == "model: in the log dir\n"
     trainer.callbacks.clear()  # no CLI (a Python caller): no config to copy, whatever lies there
     writer.setup(trainer, model, "predict")
     writer.on_predict_start(trainer, model)
     assert not (writer.out_dir / "config.yaml").exists()
+
+
+def test_a_single_image_keeps_its_name(tmp_path):
+    """One image: its own folder is the common folder, and the mask is named after the image."""
+    trainer, model = _stand_ins(tmp_path, num_classes=3)
+    record = SimpleNamespace(image="/photos/a/x.jpg")
+    trainer.predict_dataloaders = [SimpleNamespace(dataset=SimpleNamespace(records=[record]))]
+    writer = PredictionFileWriter()
+    writer.setup(trainer, model, "predict")
+    writer.on_predict_start(trainer, model)
+    writer.write_on_batch_end(
+        trainer,
+        model,
+        {"mask": torch.zeros(1, 2, 2, dtype=torch.uint8), "path": [record.image]},
+        None,
+        None,
+        0,
+        0,
+    )
+    assert [path.name for path in tmp_path.glob("predictions/*/*.png")] == ["x.png"]
 
 
 def test_csv_rows_name_the_predicted_class_and_its_probability(tmp_path):
@@ -220,6 +248,7 @@ def test_two_predict_runs_in_the_same_second_write_two_folders(tmp_path, monkeyp
     class FrozenClock:
         @staticmethod
         def now(tz=None):
+            assert tz is timezone.utc  # folder names in UTC, whatever the machine's zone
             return datetime(2026, 11, 27, 5, 0, 0, tzinfo=tz)
 
     monkeypatch.setattr(prediction_writer, "datetime", FrozenClock)

@@ -139,3 +139,35 @@ def test_a_backbone_retrain_killed_before_its_record_is_written_is_not_reused(tm
     with pytest.raises(KeyboardInterrupt):
         promptcam_demo.pretrained_backbone(args)
     assert weights.is_file() and not record.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "key"),
+    [
+        ("--pretrain-epochs", "7", "epochs"),
+        ("--pretrain-images", "50", "images"),
+        ("--pretrain-lr", "0.002", "lr"),
+        ("--seed", "1", "seed"),
+        ("--image-size", "32", "backbone"),
+    ],
+)
+def test_the_backbone_cache_is_keyed_by_every_pretraining_setting(tmp_path, monkeypatch, option, value, key):
+    """A run with another pre-training setting must not reuse a backbone made with the old one: each
+    setting is part of the record the cache compares (recorded here without training anything)."""
+    recorded = []
+
+    class RecordingCache:
+        def __init__(self, path: Path, settings: dict) -> None:
+            self.path = path
+            recorded.append(settings)
+
+        def is_current(self) -> bool:
+            return True
+
+    monkeypatch.setattr(promptcam_demo, "SettingsCache", RecordingCache)
+    base = ["--out", str(tmp_path)]
+    for argv in (base, [*base, option, value]):
+        promptcam_demo.pretrained_backbone(build_parser().parse_args(argv))
+    default, changed = recorded
+    assert default[key] != changed[key]
+    assert {k for k in default if default[k] != changed[k]} == {key}

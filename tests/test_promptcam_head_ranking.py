@@ -81,6 +81,20 @@ def test_until_misclassified_blurs_only_the_explained_class():
     assert ranking.kept.tolist() == [[True, False, True, False]]  # 11 -> 10 -> 8 > 6.5; then 5 < 6.5
 
 
+def test_until_misclassified_keeps_every_head_of_a_class_that_already_lost():
+    """Explaining a class the model does not predict (8 < 9): there is no prediction to keep, so no
+    head is removed, although blurring head 1 (weight -2) would lift the class above its rival."""
+    weights = torch.tensor([[3.0, -2.0, 5.0, 2.0]])
+
+    def score(index, masks):
+        return _additive_scorer(weights)(index, masks, threshold=9.0)
+
+    ranking = greedy_head_ranking(
+        score, torch.tensor([[8.0, 9.0]]), torch.tensor([0]), 4, top_k=1, until_misclassified=True
+    )
+    assert ranking.kept.tolist() == [[True, True, True, True]]
+
+
 def test_top_k_outside_range_is_rejected():
     with pytest.raises(ValueError, match=r"top_k must be in \[1, 4\]"):
         greedy_head_ranking(
@@ -103,6 +117,18 @@ def _peaky_model(tiny_vit, num_classes=5, variant="deep"):
 
 def _images(count=8):
     return torch.randn(count, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_explain_batch_ranks_until_misclassified_when_asked(tiny_vit):
+    """The trait maps' explanation passes the stopping rule on: its ranking is the batched one, and
+    some image keeps more heads than top_k (with ``top_k`` alone every image keeps exactly one)."""
+    model = _peaky_model(tiny_vit)
+    images = _images()
+    explained = explain_batch(model, images, top_k=1, until_misclassified=True)
+    ranked = rank_heads_batched(model, images, None, top_k=1, until_misclassified=True)
+    assert torch.equal(explained.ranking.kept, ranked.kept)
+    assert explained.ranking.kept.sum(1).max() > 1
+    assert explain_batch(model, images, top_k=1).ranking.kept.sum(1).tolist() == [1] * len(images)
 
 
 @pytest.mark.parametrize("until_misclassified", [False, True])

@@ -297,6 +297,23 @@ def test_a_retrain_killed_before_its_record_is_written_is_not_reused_under_the_o
     assert path.exists() and not record.exists()  # the new model, with no record claiming the old budget
 
 
+def test_a_retrain_killed_while_saving_the_model_leaves_no_record(tmp_path: Path, monkeypatch) -> None:
+    """The record is written only once the weights file is: a kill inside ``torch.save`` (a half
+    written file) must not leave a record vouching for it."""
+    budget = Budget(source_steps=1, batch_size=2, source_images=2, crop_size=32)
+    path = pretrain_source("day_to_night", 0, tmp_path, budget)
+
+    def killed_while_saving(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed_while_saving)  # stage 1 saves nothing else (no checkpoints)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_source(
+            "day_to_night", 0, tmp_path, Budget(source_steps=2, batch_size=2, source_images=2, crop_size=32)
+        )
+    assert not path.with_suffix(".json").exists()
+
+
 def test_settings_cache_vouches_only_for_a_file_made_with_the_same_settings(tmp_path: Path) -> None:
     """Shared by the TMT source models and the Prompt-CAM demo's backbone (which used to keep the
     old record while its retrain overwrote the weights)."""
@@ -310,3 +327,7 @@ def test_settings_cache_vouches_only_for_a_file_made_with_the_same_settings(tmp_
     new.begin_remake()  # then killed before finish_remake: the file may be half replaced
     old.path.write_bytes(b"weights of 4 steps")
     assert not old.is_current() and not new.is_current()
+    new.finish_remake()
+    assert new.is_current()
+    new.path.unlink()  # the weights deleted by hand, the record left: nothing to reuse
+    assert not new.is_current()
