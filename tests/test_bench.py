@@ -1,15 +1,17 @@
 """Benchmark helpers: timing statistics, interleaving, report sections; and `bench all --quick` end to end."""
 
 import json
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from tmtcam.bench import report
 from tmtcam.bench.kmeans_speed import naive_numpy_kmeans
 from tmtcam.bench.measure import Timing, paired_ratio, ratio, summary, time_call, time_interleaved
-from tmtcam.bench.report import HEADER, markdown_table, write_section
+from tmtcam.bench.report import HEADER, machine_line, markdown_table, write_json, write_section
 from tmtcam.bench.speed_report import load_note, spread
 from tmtcam.bench.tmt_profile import KMEANS, REGIONS, _exclusive_components
 
@@ -120,6 +122,21 @@ def test_markdown_table():
     assert (
         markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |"
     )
+
+
+def test_machine_line_dates_in_utc_and_results_go_to_new_folders(tmp_path, monkeypatch):
+    """The line says UTC, so the time must be UTC whatever the machine's zone; a new --json path's
+    folders are made."""
+
+    class Clock:
+        @staticmethod
+        def now(tz=None):
+            return datetime(2026, 1, 2, 3, 4) if tz is timezone.utc else datetime(2026, 1, 2, 17, 4)
+
+    monkeypatch.setattr(report, "datetime", Clock)
+    assert "date: 2026-01-02 03:04 UTC" in machine_line()
+    write_json(tmp_path / "new" / "dir" / "x.json", {"b": 1, "a": 2})
+    assert json.loads((tmp_path / "new" / "dir" / "x.json").read_text()) == {"a": 2, "b": 1}
 
 
 def test_naive_numpy_kmeans_recovers_planted_clusters():

@@ -128,11 +128,14 @@ def test_a_wandb_checkpoint_continues_its_run_unless_an_id_is_given(tmp_path, mo
 
 
 def test_offline_defaults_keep_downloads_off_and_wandb_offline_without_a_key(tmp_path, monkeypatch):
-    for name in ("HF_HUB_OFFLINE", "WANDB_MODE", "WANDB_API_KEY"):
+    names = ("HF_HUB_OFFLINE", "WANDB_MODE", "WANDB_API_KEY", "NO_ALBUMENTATIONS_UPDATE", "OMP_WAIT_POLICY")
+    for name in names:  # conftest.py sets the last two for the whole suite: unset, they must be set here
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     apply_offline_defaults()
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["WANDB_MODE"] == "offline"
+    assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "1"  # its update check at import hangs offline
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "a-key")  # a configured key: W&B runs as W&B decides
     apply_offline_defaults()
@@ -140,6 +143,16 @@ def test_offline_defaults_keep_downloads_off_and_wandb_offline_without_a_key(tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # a user's own choice is kept
     apply_offline_defaults()
     assert os.environ["HF_HUB_OFFLINE"] == "0"
+
+
+def test_a_wandb_login_in_netrc_counts_as_a_configured_key(tmp_path, monkeypatch):
+    """``wandb login`` writes ~/.netrc: such a user is not forced offline."""
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password a-key\n")
+    apply_offline_defaults()
+    assert "WANDB_MODE" not in os.environ
 
 
 def test_a_sub_command_target_receives_only_its_own_arguments(monkeypatch):

@@ -107,6 +107,8 @@ def test_thread_count_follows_cores_busy_now_not_the_lagging_load_average(monkey
     assert environment.busy_cores(0.0, lambda: next(samples)) == pytest.approx(2.0)
     assert environment.idle_cores(busy=2.0) == 2
     assert environment.idle_cores(busy=3.9) == 1  # never fewer than one thread
+    assert environment.idle_cores(busy=1.6) == 2  # 1.6 busy cores take 2 of the 4, not 1
+    assert environment.busy_cores(0.0, lambda: (1000, 800)) == 0.0  # no time passed: unknown, not 0/0
 
     def no_proc_stat() -> tuple[int, int]:
         raise OSError("no /proc/stat")

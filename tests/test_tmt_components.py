@@ -82,6 +82,8 @@ def test_region_mean_and_priority_by_hand() -> None:
     assert torch.allclose(priority, torch.full((1, 4), 0.25))
     priority = priority_map(transferability, uncertainty, regions, alpha=1.0)
     assert torch.allclose(priority, torch.tensor([[0.5, 0.5, 0.0, 0.0]]))
+    priority = priority_map(transferability, uncertainty, regions, alpha=0.0)  # uncertainty only
+    assert torch.allclose(priority, torch.tensor([[0.0, 0.0, 0.5, 0.5]]))
     with pytest.raises(ValueError, match="alpha"):
         priority_map(transferability, uncertainty, regions, alpha=1.5)
 
@@ -239,6 +241,21 @@ def test_sliding_window_covers_every_pixel_and_averages_overlaps() -> None:
     assert torch.allclose(logits, ramp[:, :2])
     with pytest.raises(ValueError, match="stride"):
         sliding_window_logits(lambda crop: crop, images, 4, 5, 2)
+    # stride = window: windows side by side, no overlap, a valid setting
+    assert window_starts(8, 4, 4) == [0, 4]
+    tiles = sliding_window_logits(
+        lambda crop: torch.ones(1, 2, *crop.shape[-2:]), torch.zeros(1, 3, 8, 8), 4, 4, 2
+    )
+    assert torch.equal(tiles, torch.ones(1, 2, 8, 8))
+    # a tall, narrow image is windowed along its long side, though its width fits one window
+    shapes = []
+
+    def crop_height(crop: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(crop.shape[-2:]))
+        return torch.full((1, 2, *crop.shape[-2:]), float(crop.shape[-2]))
+
+    tall = sliding_window_logits(crop_height, torch.zeros(1, 3, 10, 3), 4, 3, 2)
+    assert shapes == [(4, 3)] * 3 and torch.equal(tall, torch.full((1, 2, 10, 3), 4.0))
 
 
 def test_stretch_per_image_spans_unit_range_and_flattens_constant_maps() -> None:
