@@ -76,6 +76,12 @@ def test_nan_loss_message_names_only_checkpoints_that_exist(tmp_path):
     with pytest.raises(TrainingFault, match="last good checkpoint is kept at ") as caught:
         NonFiniteLossGuard().on_before_backward(trainer, None, torch.tensor(float("nan")))
     assert f"kept at {resumed}. Try" in str(caught.value) and str(gone) not in str(caught.value)
+    gone.parent.mkdir()
+    gone.write_bytes(b"newer checkpoint")  # written by this run after resuming: that one is offered
+    with pytest.raises(TrainingFault, match="last good checkpoint is kept at ") as caught:
+        NonFiniteLossGuard().on_before_backward(trainer, None, torch.tensor(float("nan")))
+    assert f"kept at {gone}. Try" in str(caught.value)
+    gone.unlink()
     trainer.ckpt_path = None
     with pytest.raises(TrainingFault, match="no checkpoint had been written yet") as caught:
         NonFiniteLossGuard().on_before_backward(trainer, None, torch.tensor(float("inf")))

@@ -69,6 +69,24 @@ def test_mapillary_raw_ids_go_to_their_own_cityscapes_classes():
     assert {raw: CITYSCAPES_CLASSES[MAPILLARY_TO_TRAIN[raw]] for raw in named} == named
     assert CITYSCAPES_CLASSES[MAPILLARY_TO_TRAIN[2]] == "sidewalk"  # curb
     assert CITYSCAPES_CLASSES[MAPILLARY_TO_TRAIN[24]] == "road"  # lane marking (general)
+    merged = {  # Vistas classes folded into a Cityscapes one by its annotation guideline
+        "road": (
+            7,
+            8,
+            14,
+            23,
+            41,
+            43,
+        ),  # bike lane, crosswalk, service lane, crosswalk marking, manhole, pothole
+        "sidewalk": (9, 11),  # curb cut, pedestrian area
+        "pole": (44, 46, 47),  # street light, traffic-sign frame, utility pole
+        "terrain": (25, 26),  # mountain, sand
+        "rider": (21, 22),  # motorcyclist, other rider
+    }
+    assert {
+        name: tuple(CITYSCAPES_CLASSES[MAPILLARY_TO_TRAIN[raw]] for raw in ids)
+        for name, ids in merged.items()
+    } == {name: (name,) * len(ids) for name, ids in merged.items()}
 
 
 def test_mapping_applies_the_table_and_ignores_known_unmapped_ids():

@@ -127,6 +127,8 @@ def test_gta5_palette_label_ids_are_mapped_and_split_files_select_images(tmp_pat
     assert torch.equal(every[0]["mask"], expected(GTA5_LABEL_IDS[1]))
     val = build_segmentation_dataset(DomainSpec("gta5", root=str(tmp_path), split="val"))
     assert [Path(r.image).stem for r in val.records] == ["00001", "00003"]
+    photos = build_segmentation_dataset(DomainSpec("gta5", root=str(tmp_path), split="val", labelled=False))
+    assert [Path(r.image).stem for r in photos.records] == ["00001", "00003"]  # sorted, as with labels
     (tmp_path / "splits" / "val.txt").write_text("00009\n")
     with pytest.raises(SegmentationDataError, match=r"val\.txt.*00009"):
         build_segmentation_dataset(DomainSpec("gta5", root=str(tmp_path), split="val"))
@@ -174,18 +176,15 @@ def test_acdc_reads_one_condition_or_all_of_them(tmp_path):
     assert len(build_segmentation_dataset(DomainSpec("acdc", root=str(tmp_path), split="val"))) == 8
 
 
-def test_acdc_reference_split_reads_ref_images_unlabelled(tmp_path):
-    image = (
-        tmp_path / "rgb_anon" / "night" / "train_ref" / "GOPR0351" / "GOPR0351_frame_000159_rgb_ref_anon.png"
-    )
+@pytest.mark.parametrize("split", ["train_ref", "val_ref", "test_ref"])
+def test_acdc_reference_split_reads_ref_images_unlabelled(tmp_path, split):
+    image = tmp_path / "rgb_anon" / "night" / split / "GOPR0351" / "GOPR0351_frame_000159_rgb_ref_anon.png"
     write_image(image)
-    spec = DomainSpec("acdc", root=str(tmp_path), split="train_ref", condition="night", labelled=False)
+    spec = DomainSpec("acdc", root=str(tmp_path), split=split, condition="night", labelled=False)
     item = load(spec)
     assert item["path"] == str(image) and torch.all(item["mask"] == IGNORE_INDEX)
-    with pytest.raises(SegmentationDataError, match="train_ref split .* labelled: false"):
-        build_segmentation_dataset(
-            DomainSpec("acdc", root=str(tmp_path), split="train_ref", condition="night")
-        )
+    with pytest.raises(SegmentationDataError, match=f"{split} split .* labelled: false"):
+        build_segmentation_dataset(DomainSpec("acdc", root=str(tmp_path), split=split, condition="night"))
 
 
 def test_acdc_without_a_condition_folder_names_it(tmp_path):

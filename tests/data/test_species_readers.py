@@ -70,6 +70,14 @@ def test_cub_index_labels_splits_boxes_and_parts(tmp_path):
     assert read_species_index("cub", tmp_path).class_names == index.class_names  # parent folder works too
 
 
+def test_cub_class_ids_counted_from_zero_are_refused_naming_the_line(tmp_path):
+    """A converted ``image_class_labels.txt`` with 0-based ids would give the first class label -1."""
+    root = make_cub(tmp_path, per_class=1)
+    write_lines(root / "image_class_labels.txt", ["1 0", "2 1"])
+    with pytest.raises(SpeciesDataError, match=r"image_class_labels\.txt:1: class 0 not in classes\.txt"):
+        read_species_index("cub", root)
+
+
 def test_cub_items_carry_parts_and_bbox_in_transformed_pixels(tmp_path):
     root = make_cub(tmp_path)
     dataset = build_species_dataset(
@@ -247,6 +255,17 @@ def test_image_folder_split_folders_are_found_in_any_case_and_under_other_test_n
     assert len(index.train) == 4 and [r.path.parent.parent.name for r in index.test] == [test, test]
 
 
+def test_test_folder_wins_over_val_and_a_flat_folder_needs_a_test_fraction(tmp_path):
+    make_image_folder(tmp_path / "split" / "train", classes=("cat", "dog"), per_class=2)
+    make_image_folder(tmp_path / "split" / "test", classes=("cat", "dog"), per_class=1)
+    make_image_folder(tmp_path / "split" / "val", classes=("cat",), per_class=3)
+    index = read_species_index("imagefolder", tmp_path / "split")
+    assert {r.path.parent.parent.name for r in index.test} == {"test"} and len(index.test) == 2
+    make_image_folder(tmp_path / "flat", classes=("cat", "dog"), per_class=3)
+    with pytest.raises(SpeciesDataError, match="test_fraction must be > 0"):
+        read_species_index("imagefolder", tmp_path / "flat", test_fraction=0.0)
+
+
 def test_a_flat_image_folder_with_a_class_called_train_stays_flat(tmp_path):
     for name in ("Bus", "Car", "Train", "Truck"):
         for k in range(3):
@@ -267,7 +286,7 @@ def test_image_folder_unknown_test_class_and_empty_class(tmp_path):
 
 
 def test_stanford_dogs_text_lists(tmp_path):
-    breeds = ("n02085620-Chihuahua", "n02085782-Japanese_spaniel")
+    breeds = ("n02085620-Chihuahua", "n02100236-German_short-haired_pointer")  # a hyphen in the name
     for breed in breeds:
         for k in range(3):
             write_image(tmp_path / "Images" / breed / f"{breed[:9]}_{k}.jpg")
@@ -276,7 +295,7 @@ def test_stanford_dogs_text_lists(tmp_path):
     )
     write_lines(tmp_path / "lists" / "test_list.txt", [f"{b}/{b[:9]}_2.jpg" for b in breeds])
     index = read_species_index("dogs", tmp_path)
-    assert index.class_names == ("Chihuahua", "Japanese_spaniel")
+    assert index.class_names == ("Chihuahua", "German_short-haired_pointer")
     assert [r.label for r in index.train] == [0, 0, 1, 1] and [r.label for r in index.test] == [0, 1]
     write_lines(tmp_path / "lists" / "test_list.txt", [f"{breeds[0]}/missing.jpg"])
     with pytest.raises(FileNotFoundError, match=r"test_list\.txt:1: image file not found"):
