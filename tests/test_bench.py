@@ -100,6 +100,9 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     doc.write_text(text.split("<!-- speed:end -->")[0] + after)
     write_section(doc, "speed", "newer speed")
     assert doc.read_text().endswith(after)  # what follows a section, byte for byte
+    doc.write_text("# B\n\n<!-- speed:start -->\nhalf a section, its end marker deleted by hand\n")
+    write_section(doc, "speed", "new")  # appended whole, not an IndexError
+    assert doc.read_text().endswith("<!-- speed:start -->\nnew\n<!-- speed:end -->\n")
 
 
 def test_kmeans_table_puts_each_backends_time_under_its_own_header():

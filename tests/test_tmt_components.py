@@ -59,6 +59,9 @@ def test_discriminator_at_half_everywhere_gives_full_transferability_and_zero_pr
 def test_normalized_entropy_bounds() -> None:
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]])
     assert torch.allclose(normalized_entropy(logits), torch.tensor([1.0, 0.0]), atol=1e-5)
+    assert torch.equal(
+        normalized_entropy(torch.tensor([[3.0], [-1.0]])), torch.zeros(2)
+    )  # one class: certain
 
 
 def test_region_pool_by_hand_leaves_unused_slots_empty() -> None:
