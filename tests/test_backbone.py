@@ -25,6 +25,8 @@ def test_dynamic_image_size_and_divisibility(tiny_vit):
     assert out.grid == (6, 3) and out.patch_tokens.shape == (1, 18, 64)
     with pytest.raises(ValueError, match="not divisible by the backbone patch size 8"):
         tiny_vit(torch.randn(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="not divisible by the backbone patch size 8"):
+        tiny_vit(torch.randn(1, 3, 32, 30))  # the width too: its last 6 columns would be dropped
 
 
 def test_minus_inf_bias_on_a_key_gives_it_zero_attention(tiny_vit):

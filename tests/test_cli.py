@@ -125,6 +125,10 @@ def test_a_wandb_checkpoint_continues_its_run_unless_an_id_is_given(tmp_path, mo
     trainer = Namespace(logger=[_logger("WandbLogger", project="tmtcam")])
     continue_wandb_run(trainer, other_project)
     assert trainer.logger[0].init_args.get("id") is None
+    copied = str(tmp_path / "tmtcam" / "abc123" / "copies" / "last.ckpt")  # a file put there by hand
+    trainer = Namespace(logger=[_logger("WandbLogger", project="tmtcam")])
+    continue_wandb_run(trainer, copied)
+    assert trainer.logger[0].init_args.get("id") is None
 
 
 def test_offline_defaults_keep_downloads_off_and_wandb_offline_without_a_key(tmp_path, monkeypatch):

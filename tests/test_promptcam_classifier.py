@@ -1,6 +1,7 @@
 """PromptCAMClassifier: training recipe, lazy num_classes, backbone-free checkpoints, heatmap logging."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from tmtcam.promptcam.trait_maps import explain_batch
 from tmtcam.tasks import promptcam_classifier
 from tmtcam.tasks.promptcam_classifier import PromptCAMClassifier, build_backbone
 from tmtcam.training.checkpoint_compat import CheckpointMismatch
-from tmtcam.training.schedules import warmup_cosine_factor
+from tmtcam.training.schedules import check_optimisation_settings, warmup_cosine_factor
 
 TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
 
@@ -84,6 +85,25 @@ def test_warmup_cosine_factor_hand_values():
     )  # past the schedule: stays at 0, no second cycle
     assert warmup_cosine_factor(0, 0, 10) == pytest.approx(1.0)
     assert warmup_cosine_factor(5, 0, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_zero_is_a_valid_weight_decay_momentum_and_warm_up():
+    check_optimisation_settings(0.01, weight_decay=0, momentum=0, warmup_epochs=0)  # plain SGD, no warm-up
+    with pytest.raises(ValueError, match=r"model\.init_args\.momentum must be >= 0, got -1"):
+        check_optimisation_settings(0.01, momentum=-1)
+
+
+def test_heat_maps_are_logged_after_every_nth_epoch_not_before_training():
+    """Epochs count from 0: with every 10, maps come after epochs 9 and 19 (the 10th and 20th)."""
+    task = SimpleNamespace(
+        hparams=SimpleNamespace(heatmap_every_n_epochs=10, heatmap_images=4),
+        trainer=SimpleNamespace(sanity_checking=False),
+    )
+    due = []
+    for epoch in (0, 9, 10, 19):
+        task.current_epoch = epoch
+        due.append(PromptCAMClassifier._heatmaps_due(task))
+    assert due == [False, True, False, True]
 
 
 class LearningRates(Callback):

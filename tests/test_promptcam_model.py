@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from tmtcam.promptcam import LinearProbe, PromptCAM, VPTClassifier, parse_prompt_variant, prompt_init_bound
+from tmtcam.backbones import ViTBackbone
+from tmtcam.promptcam import (
+    LinearProbe,
+    PromptCAM,
+    VPTClassifier,
+    explain_batch,
+    parse_prompt_variant,
+    prompt_init_bound,
+)
 
 
 def _block_output(model, images, block_index):
@@ -39,6 +47,7 @@ def test_prompt_init_is_uniform_within_the_vpt_bound(tiny_vit):
     tokens = model.prompts.tokens
     assert tokens.shape == (4, 50, 64)
     assert tokens.abs().max() <= bound and tokens.abs().max() > 0.9 * bound
+    assert tokens.min() < -0.9 * bound and tokens.max() > 0.9 * bound  # both signs, as VPT draws them
 
 
 @pytest.mark.parametrize("variant,sets", [("deep", 4), ("shallow", 1), ("intermediate(2)", 2)])
@@ -125,3 +134,15 @@ def test_baselines_shapes_and_trainable_parameters(tiny_vit):
 def test_too_few_classes_is_rejected(tiny_vit):
     with pytest.raises(ValueError, match="num_classes must be >= 2"):
         PromptCAM(tiny_vit, num_classes=1)
+
+
+def test_a_backbone_with_register_tokens_puts_its_prefix_before_the_patches():
+    """DINOv2 with 4 registers: the sequence is [3 prompts, CLS, 4 registers, 16 patches]; trait maps
+    read the 16 patch columns, past all 8 leading tokens (CLS-only test backbones cannot tell)."""
+    backbone = ViTBackbone(
+        "vit_small_patch14_reg4_dinov2", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2
+    ).eval()
+    model = PromptCAM(backbone, num_classes=3)
+    assert backbone.num_prefix_tokens == 5 and model.num_leading_tokens == 8
+    explained = explain_batch(model, torch.randn(2, 3, 32, 32))
+    assert explained.maps.shape == (2, 2, 4, 4)

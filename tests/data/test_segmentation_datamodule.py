@@ -254,6 +254,18 @@ def test_real_data_is_cropped_padded_with_ignore_and_workers_load_it(tmp_path: P
     assert (mask == 13).sum(dim=(1, 2)).tolist() == [600, 600]
 
 
+def test_crop_padding_is_black_in_the_image_and_ignored_in_the_mask():
+    """Padding is 0 (black, the darkest colour after normalisation), never a white border the
+    network would learn from; its mask is 255."""
+    image = np.full((4, 4, 3), 128, np.uint8)
+    tensor, mask = build_train_transform(8, scale_range=(1.0, 1.0), color_jitter=False, seed=0)(
+        image, np.zeros((4, 4), np.uint8)
+    )
+    padded = mask == IGNORE_INDEX
+    assert int(padded.sum()) == 8 * 8 - 4 * 4
+    assert torch.allclose(tensor[0][padded], torch.full((48,), -0.485 / 0.229), atol=1e-4)
+
+
 def test_train_transform_resamples_masks_with_nearest_neighbour():
     """1-px stripes of ids 0 and 6: any blending (linear, area, cubic) of a rescaled mask gives 1..5."""
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
