@@ -1,6 +1,7 @@
 """PromptCAMClassifier: training recipe, lazy num_classes, backbone-free checkpoints, heatmap logging."""
 
 import math
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -385,3 +386,22 @@ def test_localisation_scores_by_hand(backbone_config, monkeypatch):
     # chance: 11 of image 0's 4x4 box pixels lie within 2 px of (1, 1) (all but (0,3), (2,3), (3,0),
     # (3,2), (3,3) as (x, y)); image 1: the 13-pixel disc around (28, 28) out of the whole 32x32 image
     assert scores["part_hit_chance"] == pytest.approx((11 / 16 + 13 / 1024) / 2)
+
+
+def test_a_pretrained_timm_backbone_is_not_called_random_and_stays_out_of_checkpoints(monkeypatch):
+    """``pretrained: true`` gets its weights from timm, which rebuilds them: no "random ViT" warning,
+    and checkpoints hold prompts and head only (a ViT-B backbone would add ~330 MB to each)."""
+    built = []
+
+    def offline_build(setting):  # timm would download; the tiny ViT stands in for its weights
+        built.append(setting)
+        return build_backbone({k: v for k, v in setting.items() if k != "pretrained"})
+
+    monkeypatch.setattr(promptcam_classifier, "build_backbone", offline_build)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module = PromptCAMClassifier(dict(TINY, pretrained=True), num_classes=3, heatmap_images=0)
+    assert built[0]["pretrained"] is True
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not [k for k in checkpoint["state_dict"] if "backbone" in k]
