@@ -49,7 +49,7 @@ class SaveAndLogConfig(SaveConfigCallback):
 
 def stage_config_name(fit_name: str, stage: str) -> str:
     """The file a stage's config is written to: ``fit`` uses the CLI's name (``config.yaml``), the
-    other stages ``<stem>-<stage>.yaml``. The prediction writer reads the predict one by this name."""
+    other stages ``<stem>-<stage>.yaml`` (the prediction writer reads the name off the callback)."""
     return fit_name if stage == "fit" else f"{Path(fit_name).stem}-{stage}.yaml"
 
 
