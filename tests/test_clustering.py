@@ -236,3 +236,19 @@ def test_lloyd_runs_to_a_fixed_point_on_unstructured_points(backend):
     labels, distances = assign(points, result.centroids)
     assert torch.equal(labels, result.labels)
     assert torch.allclose(result.inertia, distances.sum(1), rtol=1e-4)
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+def test_a_small_clustering_gives_faiss_its_thread_count_back():
+    """Small images cluster on one OpenMP thread (threads cost more than they save there); the
+    process's faiss thread count must be restored afterwards, or every later large clustering
+    would run single-threaded."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        FaissKMeans()(torch.randn(1, 20, 3, generator=torch.Generator().manual_seed(0)), 2)
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
