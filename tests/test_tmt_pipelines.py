@@ -280,38 +280,31 @@ def test_another_backbone_trains_a_new_source_model_of_that_shape(tmp_path: Path
     assert json.loads(path.with_suffix(".json").read_text())["backbone"]["img_size"] == 32
 
 
-def test_a_retrain_killed_before_its_record_is_written_is_not_reused_under_the_old_record(
-    tmp_path: Path, monkeypatch
+def _interrupt(*args, **kwargs) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("killed", ["while recording its settings", "while saving the model"])
+def test_a_killed_retrain_leaves_no_record_vouching_for_the_replaced_model(
+    tmp_path: Path, monkeypatch, killed: str
 ) -> None:
-    """The model file is replaced before its settings record is written: if the process dies in
-    between, the old record must already be gone, or a later run with the old settings would take
-    the new budget's model for its own."""
+    """The old settings record is removed before the model file is replaced, and the new one is
+    written only once the file is whole: a run killed in between (after ``torch.save``, or inside it
+    with a half-written file) leaves no record, or a later run with the old settings would take the
+    new budget's model for its own."""
     budget = Budget(source_steps=1, batch_size=2, source_images=2, crop_size=32)
     path = pretrain_source("day_to_night", 0, tmp_path, budget)
-    record = path.with_suffix(".json")
-    die_while_recording_cache_settings(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain_source(
-            "day_to_night", 0, tmp_path, Budget(source_steps=2, batch_size=2, source_images=2, crop_size=32)
-        )
-    assert path.exists() and not record.exists()  # the new model, with no record claiming the old budget
-
-
-def test_a_retrain_killed_while_saving_the_model_leaves_no_record(tmp_path: Path, monkeypatch) -> None:
-    """The record is written only once the weights file is: a kill inside ``torch.save`` (a half
-    written file) must not leave a record vouching for it."""
-    budget = Budget(source_steps=1, batch_size=2, source_images=2, crop_size=32)
-    path = pretrain_source("day_to_night", 0, tmp_path, budget)
-
-    def killed_while_saving(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(torch, "save", killed_while_saving)  # stage 1 saves nothing else (no checkpoints)
+    if killed == "while saving the model":
+        monkeypatch.setattr(torch, "save", _interrupt)  # stage 1 saves nothing else (no checkpoints)
+    else:
+        die_while_recording_cache_settings(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pretrain_source(
             "day_to_night", 0, tmp_path, Budget(source_steps=2, batch_size=2, source_images=2, crop_size=32)
         )
     assert not path.with_suffix(".json").exists()
+    if killed == "while recording its settings":
+        assert path.exists()  # the new model, with no record claiming the old budget
 
 
 def test_settings_cache_vouches_only_for_a_file_made_with_the_same_settings(tmp_path: Path) -> None:
