@@ -46,6 +46,7 @@ def test_variants_parse_json_and_reject_unknown_methods() -> None:
         (["--variant", "x={alpha: 1}"], "--variant x: not valid JSON"),
         (["--variant", 'x={"method": "dann"}'], "--variant x: method must be one of"),
         (["--crop-size", "100"], "--crop-size 100: must be a multiple of the patch size 8"),
+        (["--decoder", "segformer"], "argument --decoder: invalid choice: 'segformer'"),
         (
             ["--backbone", "vit-s", "--crop-size", "36"],
             "--crop-size 36: must be a multiple of the patch size 8",
@@ -235,7 +236,8 @@ def test_cached_source_model_is_reused_only_for_the_same_budget(tmp_path: Path) 
 
 
 def test_benchmark_trains_the_chosen_backbone_at_the_chosen_size(tmp_path: Path, monkeypatch) -> None:
-    """``--backbone vit-s --crop-size 96`` reaches every stage's budget and the report names it."""
+    """``--backbone vit-s --crop-size 96 --decoder mask_transformer`` reaches every stage's budget and
+    the report names them."""
     budgets = []
 
     def pretrain(pair, seed, cache, budget):
@@ -252,15 +254,18 @@ def test_benchmark_trains_the_chosen_backbone_at_the_chosen_size(tmp_path: Path,
     monkeypatch.setattr(tmt_benchmark, "adapt_and_test", adapt)
     doc = tmp_path / "bench.md"
     args = ["--pairs", "day_to_night", "--seeds", "1", "--methods", "finetune", "--backbone", "vit-s",
-            "--crop-size", "96", "--out", str(tmp_path), "--doc", str(doc), "--json", str(tmp_path / "b.json")]  # fmt: skip
+            "--crop-size", "96", "--decoder", "mask_transformer", "--out", str(tmp_path), "--doc", str(doc),
+            "--json", str(tmp_path / "b.json")]  # fmt: skip
     assert tmt_benchmark.main(args) == 0
     assert len(budgets) == 2 and budgets[1] == budgets[0]  # stage 2 adapts the same shape
     assert budgets[0].vit() == {
         "model_name": "vit_small_patch16_224", "patch_size": 8, "embed_dim": 384, "depth": 12, "num_heads": 6,
         "img_size": 96,
     }  # fmt: skip
-    assert "ViT vit-s (width 384, depth 12, patch 8, 96 px)" in doc.read_text()
-    assert json.loads((tmp_path / "b.json").read_text())["budget"]["backbone"] == "vit-s"
+    assert budgets[0].decoder == "mask_transformer"
+    assert "ViT vit-s (width 384, depth 12, patch 8, 96 px), mask_transformer decoder" in doc.read_text()
+    recorded = json.loads((tmp_path / "b.json").read_text())["budget"]
+    assert (recorded["backbone"], recorded["decoder"]) == ("vit-s", "mask_transformer")
 
 
 def test_unknown_backbone_is_rejected_with_the_choices() -> None:
@@ -278,6 +283,26 @@ def test_another_backbone_trains_a_new_source_model_of_that_shape(tmp_path: Path
     assert weights["segmenter.backbone.vit.cls_token"].shape[-1] == 384
     assert "segmenter.backbone.vit.blocks.11.attn.qkv.weight" in weights
     assert json.loads(path.with_suffix(".json").read_text())["backbone"]["img_size"] == 32
+
+
+def test_another_decoder_trains_a_new_source_model_that_every_stage_loads(tmp_path: Path) -> None:
+    """The source model is adapted with its own head, so the decoder is part of the cache key and
+    stage 2 and the "source only" test build the same decoder (a linear model's weights would not load)."""
+    linear = Budget(source_steps=1, adapt_steps=1, batch_size=2, source_images=2, few_target_images=2,
+                    test_images=2, crop_size=32)  # fmt: skip
+    path = pretrain_source("day_to_night", 0, tmp_path, linear)
+    assert "segmenter.decoder.classifier.weight" in torch.load(path)["state_dict"]
+    masks = Budget(**{**tmt_runs.budget_dict(linear), "decoder": "mask_transformer"})
+    assert pretrain_source("day_to_night", 0, tmp_path, masks) == path
+    weights = torch.load(path)["state_dict"]
+    assert (
+        "segmenter.decoder.class_embeddings" in weights
+        and "segmenter.decoder.classifier.weight" not in weights
+    )
+    assert json.loads(path.with_suffix(".json").read_text())["decoder"] == "mask_transformer"
+    assert 0.0 <= tmt_runs.test_source_model("day_to_night", 0, path, masks) <= 100.0
+    run = tmt_runs.adapt_and_test("day_to_night", "tmt", 0, path, tmp_path / "tmt", masks)
+    assert 0.0 <= run["miou"] <= 100.0
 
 
 def _interrupt(*args, **kwargs) -> None:

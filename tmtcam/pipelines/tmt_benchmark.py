@@ -35,6 +35,7 @@ from tmtcam.pipelines.tmt_runs import (
     test_source_model,
 )
 from tmtcam.tmt import METHODS
+from tmtcam.tmt.decoders import DECODERS
 
 
 def parse_variants(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_accelerator_option(parser, default=Budget.accelerator)
     parser.add_argument(
         "--backbone", default=Budget.backbone, choices=sorted(BACKBONES), help="ViT shape (vit-s: for a GPU)"
+    )
+    parser.add_argument(
+        "--decoder", default=Budget.decoder, choices=DECODERS, help="segmentation head of every stage"
     )
     parser.add_argument(
         "--crop-size", type=positive_int, default=Budget.crop_size, help="image side in pixels"
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         accelerator=args.accelerator,
         backbone=args.backbone,
         crop_size=args.crop_size,
+        decoder=args.decoder,
     )
     console, start = Console(), time.perf_counter()
     results: dict[str, dict[str, list[float]]] = {pair: {name: [] for name in variants} for pair in pairs}

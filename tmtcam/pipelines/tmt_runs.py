@@ -50,6 +50,7 @@ class Budget:
     backbone_lr_mult: float = 1.0  # measured: 0.1 leaves the backbone almost still in 400 steps (-3.8 mIoU)
     accelerator: str = "cpu"  # Lightning accelerator of every stage: "gpu" runs them on one GPU
     backbone: str = "small"  # a key of BACKBONES
+    decoder: str = "linear"  # of every stage (the source model's decoder is the one adapted)
 
     def vit(self) -> dict[str, Any]:
         """The backbone setting of every stage: the named shape at this budget's crop size."""
@@ -58,10 +59,10 @@ class Budget:
         return {**BACKBONES[self.backbone], "img_size": self.crop_size}
 
     def describe(self) -> str:
-        """One line for reports, e.g. ``ViT small (width 192, depth 6, patch 8, 64 px)``."""
+        """One line for reports, e.g. ``ViT small (width 192, depth 6, patch 8, 64 px), linear decoder``."""
         vit = self.vit()
         return (f"ViT {self.backbone} (width {vit['embed_dim']}, depth {vit['depth']}, "
-                f"patch {vit['patch_size']}, {self.crop_size} px)")  # fmt: skip
+                f"patch {vit['patch_size']}, {self.crop_size} px), {self.decoder} decoder")  # fmt: skip
 
 
 SMALL_VIT: dict[str, Any] = Budget().vit()  # the default budget's backbone: what `make bench` times
@@ -86,7 +87,7 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     the process (they did: a pair's source model changed with its place in ``--pairs``).
     """
     cache = SettingsCache(out / f"source_{pair}_seed{seed}.pt", {
-        "backbone": budget.vit(), "pair": pair, "seed": seed, "steps": budget.source_steps,
+        "backbone": budget.vit(), "decoder": budget.decoder, "pair": pair, "seed": seed, "steps": budget.source_steps,
         "images": budget.source_images, "batch_size": budget.batch_size, "crop_size": budget.crop_size,
         "lr": budget.lr, "accelerator": budget.accelerator,  # a GPU-trained model differs numerically
     })  # fmt: skip
@@ -101,8 +102,8 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     )
     loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    model = TMTSegmentation(num_classes=8, backbone=budget.vit(), method="finetune", lr=budget.lr,
-                            backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
+    model = TMTSegmentation(num_classes=8, backbone=budget.vit(), decoder=budget.decoder, method="finetune",
+                            lr=budget.lr, backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
     _trainer(out / "logs" / cache.path.stem, budget.source_steps, budget.accelerator).fit(model, loader)
     torch.save({"state_dict": model.state_dict()}, cache.path)
     cache.finish_remake()
@@ -135,8 +136,9 @@ def adapt_and_test(
         "lr": budget.lr, "backbone_lr_mult": budget.backbone_lr_mult, "warmup_steps": 20,
         "log_images_every_n_epochs": 0, "seed": seed, **(model_options or {}),
     }  # fmt: skip
-    model = TMTSegmentation(num_classes=data.num_classes, backbone=budget.vit(), method=method,
-                            class_names=data.class_names, init_checkpoint=str(init), **options)  # fmt: skip
+    model = TMTSegmentation(num_classes=data.num_classes, backbone=budget.vit(), decoder=budget.decoder,
+                            method=method, class_names=data.class_names, init_checkpoint=str(init),
+                            **options)  # fmt: skip
     trainer = _trainer(out / "logs" / f"{pair}_{method}_seed{seed}", budget.adapt_steps, budget.accelerator)
     trainer.fit(model, datamodule=data)
     metrics = trainer.test(model, datamodule=data, verbose=False)[0]
@@ -154,7 +156,11 @@ def test_source_model(pair: str, seed: int, init: Path, budget: Budget) -> float
                       num_images=budget.test_images, seed=seed, image_size=budget.crop_size)  # fmt: skip
     loader = DataLoader(build_segmentation_dataset(spec, build_eval_transform(None)), batch_size=32)
     model = TMTSegmentation(
-        num_classes=8, backbone=budget.vit(), method="finetune", init_checkpoint=str(init)
+        num_classes=8,
+        backbone=budget.vit(),
+        decoder=budget.decoder,
+        method="finetune",
+        init_checkpoint=str(init),
     )
     trainer = L.Trainer(
         accelerator=budget.accelerator,
