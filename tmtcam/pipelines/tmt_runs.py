@@ -87,9 +87,10 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     the process (they did: a pair's source model changed with its place in ``--pairs``).
     """
     cache = SettingsCache(out / f"source_{pair}_seed{seed}.pt", {
-        "backbone": budget.vit(), "decoder": budget.decoder, "pair": pair, "seed": seed, "steps": budget.source_steps,
-        "images": budget.source_images, "batch_size": budget.batch_size, "crop_size": budget.crop_size,
-        "lr": budget.lr, "accelerator": budget.accelerator,  # a GPU-trained model differs numerically
+        "backbone": budget.vit(), "decoder": budget.decoder, "pair": pair, "seed": seed,
+        "steps": budget.source_steps, "images": budget.source_images, "batch_size": budget.batch_size,
+        "crop_size": budget.crop_size, "lr": budget.lr,
+        "accelerator": budget.accelerator,  # a GPU-trained model differs numerically
     })  # fmt: skip
     if cache.is_current():
         return cache.path
