@@ -79,7 +79,7 @@ def _trainer(out: Path, steps: int, accelerator: str) -> L.Trainer:
 def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     """Stage 1 (cached): a segmenter trained on the source domain only; returns its weights file.
 
-    The cache is reused only if ``<file>.json`` records the same stage-1 settings (model, steps,
+    The cache is reused only if ``<file>.json`` records the same stage-1 settings (backbone, decoder, steps,
     images, batch, crop, lr, accelerator); otherwise the model is trained again and the file replaced, so a run
     with another ``--source-steps`` never reports on a model trained with a different budget. The
     file name stays ``source_<pair>_seed<seed>.pt`` because configs point at it.
