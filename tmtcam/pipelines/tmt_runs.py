@@ -58,6 +58,11 @@ class Budget:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}")
         return {**BACKBONES[self.backbone], "img_size": self.crop_size}
 
+    def architecture(self) -> dict[str, Any]:
+        """The segmenter's shape, the same in every stage (a source model only loads into its own
+        shape): ``TMTSegmentation``'s ``backbone`` and ``decoder`` arguments."""
+        return {"backbone": self.vit(), "decoder": self.decoder}
+
     def describe(self) -> str:
         """One line for reports, e.g. ``ViT small (width 192, depth 6, patch 8, 64 px), linear decoder``."""
         vit = self.vit()
@@ -79,15 +84,15 @@ def _trainer(out: Path, steps: int, accelerator: str) -> L.Trainer:
 def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     """Stage 1 (cached): a segmenter trained on the source domain only; returns its weights file.
 
-    The cache is reused only if ``<file>.json`` records the same stage-1 settings (backbone, decoder, steps,
-    images, batch, crop, lr, accelerator); otherwise the model is trained again and the file replaced, so a run
-    with another ``--source-steps`` never reports on a model trained with a different budget. The
-    file name stays ``source_<pair>_seed<seed>.pt`` because configs point at it.
+    The cache is reused only if ``<file>.json`` records the same stage-1 settings (architecture,
+    steps, images, batch, crop, lr, accelerator); otherwise the model is trained again and the file
+    replaced, so a run with another ``--source-steps`` never reports on a model trained with a
+    different budget. The file name stays ``source_<pair>_seed<seed>.pt`` because configs point at it.
     Seeded before the model is built, so its initial weights do not depend on what ran earlier in
     the process (they did: a pair's source model changed with its place in ``--pairs``).
     """
     cache = SettingsCache(out / f"source_{pair}_seed{seed}.pt", {
-        "backbone": budget.vit(), "decoder": budget.decoder, "pair": pair, "seed": seed,
+        **budget.architecture(), "pair": pair, "seed": seed,
         "steps": budget.source_steps, "images": budget.source_images, "batch_size": budget.batch_size,
         "crop_size": budget.crop_size, "lr": budget.lr,
         "accelerator": budget.accelerator,  # a GPU-trained model differs numerically
@@ -103,8 +108,8 @@ def pretrain_source(pair: str, seed: int, out: Path, budget: Budget) -> Path:
     )
     loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    model = TMTSegmentation(num_classes=8, backbone=budget.vit(), decoder=budget.decoder, method="finetune",
-                            lr=budget.lr, backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
+    model = TMTSegmentation(num_classes=8, **budget.architecture(), method="finetune", lr=budget.lr,
+                            backbone_lr_mult=1.0, warmup_steps=50, seed=seed)  # fmt: skip
     _trainer(out / "logs" / cache.path.stem, budget.source_steps, budget.accelerator).fit(model, loader)
     torch.save({"state_dict": model.state_dict()}, cache.path)
     cache.finish_remake()
@@ -137,9 +142,8 @@ def adapt_and_test(
         "lr": budget.lr, "backbone_lr_mult": budget.backbone_lr_mult, "warmup_steps": 20,
         "log_images_every_n_epochs": 0, "seed": seed, **(model_options or {}),
     }  # fmt: skip
-    model = TMTSegmentation(num_classes=data.num_classes, backbone=budget.vit(), decoder=budget.decoder,
-                            method=method, class_names=data.class_names, init_checkpoint=str(init),
-                            **options)  # fmt: skip
+    model = TMTSegmentation(num_classes=data.num_classes, **budget.architecture(), method=method,
+                            class_names=data.class_names, init_checkpoint=str(init), **options)  # fmt: skip
     trainer = _trainer(out / "logs" / f"{pair}_{method}_seed{seed}", budget.adapt_steps, budget.accelerator)
     trainer.fit(model, datamodule=data)
     metrics = trainer.test(model, datamodule=data, verbose=False)[0]
@@ -157,11 +161,7 @@ def test_source_model(pair: str, seed: int, init: Path, budget: Budget) -> float
                       num_images=budget.test_images, seed=seed, image_size=budget.crop_size)  # fmt: skip
     loader = DataLoader(build_segmentation_dataset(spec, build_eval_transform(None)), batch_size=32)
     model = TMTSegmentation(
-        num_classes=8,
-        backbone=budget.vit(),
-        decoder=budget.decoder,
-        method="finetune",
-        init_checkpoint=str(init),
+        num_classes=8, **budget.architecture(), method="finetune", init_checkpoint=str(init)
     )
     trainer = L.Trainer(
         accelerator=budget.accelerator,
