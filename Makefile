@@ -8,6 +8,9 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export OMP_WAIT_POLICY ?= PASSIVE
 ARGS   ?=  # extra options of the demo, e.g. ARGS="--accelerator gpu"
+# The tested versions of every dependency; `make install CONSTRAINTS=` takes PyPI's newest instead.
+CONSTRAINTS ?= constraints.txt
+PIN    := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast train-tmt train-promptcam bench lint
@@ -18,10 +21,10 @@ help:  ## list the commands
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-install: $(PY)  ## create .venv with torch (local wheels), tmtcam and dev tools
+install: $(PY)  ## create .venv with torch (local wheels), tmtcam and dev tools, at the tested versions
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $(PIN) torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q $(PIN) -e '.[dev]'
 	$(PY) -c "import tmtcam, data_modules, faiss, timm, lightning; print('tmtcam installed:', tmtcam.__version__)"
 
 test:  ## the test suite, slow tests included (what CI runs)
