@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export OMP_WAIT_POLICY ?= PASSIVE
 ARGS   ?=  # extra options of the demo, e.g. ARGS="--accelerator gpu"
-# The tested versions of every dependency; `make install CONSTRAINTS=` takes PyPI's newest instead.
+# The tested versions of every dependency; `make install CONSTRAINTS=` takes PyPI's newest (but torch).
 CONSTRAINTS ?= constraints.txt
 PIN    := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
