@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -37,10 +38,10 @@ def source_then_target(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.cat([batch["source"][key], batch["target"][key]]) for key in ("image", "mask"))
 
 
-def tiny_data(tmp_crop: int = 32) -> DomainPairDataModule:
+def tiny_data(tmp_crop: int = 32, target_labelled: bool = True) -> DomainPairDataModule:
     return DomainPairDataModule(
         source={"dataset": "synthetic", "pair": "day_to_night", "num_images": 64},
-        target={"dataset": "synthetic", "pair": "day_to_night", "num_images": 16},
+        target={"dataset": "synthetic", "pair": "day_to_night", "num_images": 16, "labelled": target_labelled},
         target_val={"dataset": "synthetic", "pair": "day_to_night", "domain": "target", "split": "val", "num_images": 16},
         crop_size=tmp_crop, batch_size=8,
     )  # fmt: skip
@@ -417,6 +418,30 @@ def test_class_count_must_match_the_data() -> None:
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="num_classes=5 but the data has 8"):
         trainer.fit(model, datamodule=data)
+
+
+@pytest.mark.parametrize(
+    ("method", "labelled", "align", "warns"),
+    [("tmt", False, None, True), ("patch", False, None, True), ("tmt", False, "image", False),
+     ("tmt", True, None, False), ("global", False, None, False)],
+)  # fmt: skip
+def test_an_unlabelled_target_without_alignment_is_warned_about(
+    method: str, labelled: bool, align: str | None, warns: bool
+) -> None:
+    """Unlabelled target images only feed a region method's map unless ``acte.align`` is set."""
+    data = tiny_data(target_labelled=labelled)
+    model = TMTSegmentation(num_classes=8, backbone=TINY, method=method, acte={"align": align})
+    trainer = L.Trainer(
+        max_steps=1, limit_val_batches=0, accelerator="cpu", logger=False, enable_progress_bar=False
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=data)
+    about_align = [str(w.message) for w in caught if "acte.align" in str(w.message)]
+    assert len(about_align) == int(warns), about_align
+    if warns:
+        assert f"method is {method} without model.init_args.acte.align" in about_align[0]
+        assert "data.init_args.target has no labels" in about_align[0]
 
 
 def test_a_source_only_stage_puts_no_target_image_through_the_network():

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassJaccardIndex
 
@@ -146,6 +147,24 @@ class TMTSegmentation(LightningModule):
         if self.hparams.class_names is None and getattr(data, "class_names", None):
             self.class_names = list(data.class_names)
         self.miou_subsets = dict(getattr(data, "miou_subsets", None) or {})
+        if stage == "fit":
+            self._warn_if_unlabelled_target_is_not_aligned(getattr(data, "target", None))
+
+    def _warn_if_unlabelled_target_is_not_aligned(self, target: Any) -> None:
+        """Without target labels, a region method's map only steers attention, and that measured no
+        gain over fine-tuning on the source alone, while ``acte.align: image`` gained several points
+        (docs/benchmarks.md, "TMT in other settings"). A user adapting to an unlabelled domain most
+        likely wants the alignment, so say so rather than let the run quietly do nothing."""
+        labelled = getattr(target, "labelled", True)
+        if labelled or not self.segmenter.uses_acte or self.segmenter.acte_options.align:
+            return
+        rank_zero_warn(
+            f"data.init_args.target has no labels (labelled: false) and model.init_args.method is "
+            f"{self.hparams.method} without model.init_args.acte.align, so the target images only feed "
+            "the transferability map, whose attention bias alone gave no gain over source-only "
+            "training (docs/benchmarks.md, 'TMT in other settings'); set model.init_args.acte.align: "
+            "image to also align the domains"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stamp_checkpoint(checkpoint, self, self.hparams.num_classes)
