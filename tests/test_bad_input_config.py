@@ -380,6 +380,7 @@ def test_accelerator_gpu_without_a_gpu_is_refused_before_any_work(tmp_path, monk
         ),
         (["demo", "promptcam", "--prompt-variant", "foo"], "--prompt-variant: prompt_variant='foo'"),
         (["bench", "tmt", "--seeds", "0"], "argument --seeds: must be >= 1, got 0"),
+        (["bench", "tmt", "--first-seed", "-1"], "argument --first-seed: must be >= 0, got -1"),
     ],
 )
 def test_demo_and_bench_options_that_cannot_run_are_refused_before_any_work(tmp_path, capsys, command, named):

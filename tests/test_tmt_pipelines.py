@@ -268,6 +268,25 @@ def test_benchmark_trains_the_chosen_backbone_at_the_chosen_size(tmp_path: Path,
     assert (recorded["backbone"], recorded["decoder"]) == ("vit-s", "mask_transformer")
 
 
+def test_first_seed_runs_the_later_seeds_alone(tmp_path: Path, monkeypatch) -> None:
+    """``--seeds 2 --first-seed 3`` trains and adapts seeds 3 and 4 only, so that seeds can be split
+    over processes; the results and the report say which seeds they hold."""
+    seeds = []
+    monkeypatch.setattr(tmt_benchmark, "pretrain_source", lambda pair, seed, cache, budget: seeds.append(seed))
+    monkeypatch.setattr(tmt_benchmark, "test_source_model", lambda pair, seed, init, budget: 1.0)
+    monkeypatch.setattr(
+        tmt_benchmark, "adapt_and_test", lambda *args, **kwargs: {"miou": float(args[2]), "seconds": 1.0}
+    )
+    doc, result = tmp_path / "bench.md", tmp_path / "b.json"
+    args = ["--pairs", "day_to_night", "--seeds", "2", "--first-seed", "3", "--methods", "finetune",
+            "--out", str(tmp_path), "--doc", str(doc), "--json", str(result)]  # fmt: skip
+    assert tmt_benchmark.main(args) == 0
+    assert seeds == [3, 4]
+    payload = json.loads(result.read_text())
+    assert payload["seeds"] == [3, 4] and payload["pairs"]["day_to_night"]["finetune"] == [3.0, 4.0]
+    assert "mean ± std over 2 seed(s) from 3;" in doc.read_text()
+
+
 def test_unknown_backbone_is_rejected_with_the_choices() -> None:
     with pytest.raises(ValueError, match=r"backbone must be one of \['small', 'vit-s'\], got 'vit-b'"):
         Budget(backbone="vit-b").vit()

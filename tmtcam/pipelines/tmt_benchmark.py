@@ -24,7 +24,7 @@ from rich.console import Console
 from data_modules.segmentation import SYNTHETIC_PAIRS
 from tmtcam.bench.report import machine_line, markdown_table, write_json, write_section
 from tmtcam.environment import add_accelerator_option, parse_on_this_machine
-from tmtcam.option_types import output_dir, positive_int
+from tmtcam.option_types import non_negative_int, output_dir, positive_int
 from tmtcam.pipelines.quiet import quiet_lightning
 from tmtcam.pipelines.tmt_runs import (
     BACKBONES,
@@ -58,7 +58,13 @@ def parse_variants(items: list[str]) -> dict[str, dict[str, Any]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tmtcam bench tmt", description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=["all"], help="pair names or 'all'")
-    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1, one source model each")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="how many seeds, one source model each")
+    parser.add_argument(
+        "--first-seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds run from here (to split seeds over processes or array jobs)",
+    )
     parser.add_argument(
         "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="adaptation methods"
     )
@@ -127,6 +133,12 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def seed_text(args: argparse.Namespace) -> str:
+    """"3 seed(s)" for seeds 0..2, "1 seed(s) from 1" when ``--first-seed`` moved the start."""
+    start = f" from {args.first_seed}" if args.first_seed else ""
+    return f"{args.seeds} seed(s){start}"
+
+
 def mean_gain(results: dict[str, dict[str, list[float]]], method: str, baseline: str) -> float | None:
     """Average over pairs of (mean over seeds of method) - (mean over seeds of baseline)."""
     gains = [
@@ -176,7 +188,7 @@ def report_markdown(
     return (
         f"## TMT accuracy on the embedded pairs (`tmtcam bench tmt`)\n\n{machine_line()}\n\n"
         f"Command: `{args.command}`\n\n"
-        f"Target test mIoU (%), mean ± std over {args.seeds} seed(s); {budget.describe()}, "
+        f"Target test mIoU (%), mean ± std over {seed_text(args)}; {budget.describe()}, "
         f"source stage {budget.source_steps} steps, adaptation {budget.adapt_steps} steps "
         f"with {budget.few_target_images} {target} target images, same budget for every method. "
         f"Run time {seconds / 60:.0f} min.\n\n"
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[float]]] = {pair: {name: [] for name in variants} for pair in pairs}
     source_only: dict[str, list[float]] = {pair: [] for pair in pairs}
     for pair in pairs:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             init = pretrain_source(pair, seed, args.out / "cache", budget)
             source_only[pair].append(test_source_model(pair, seed, init, budget))
             for name, options in variants.items():
@@ -222,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_gain_tmt_vs_finetune": mean_gain(results, "tmt", "finetune"),
         "mean_gain_vs_finetune": {c: mean_gain(results, c, "finetune") for c in columns if c != "finetune"},
         "variants": variants,
-        "seeds": args.seeds,
+        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "budget": budget_dict(budget),
         "seconds": seconds,
         "command": args.command,
