@@ -272,7 +272,9 @@ def test_first_seed_runs_the_later_seeds_alone(tmp_path: Path, monkeypatch) -> N
     """``--seeds 2 --first-seed 3`` trains and adapts seeds 3 and 4 only, so that seeds can be split
     over processes; the results and the report say which seeds they hold."""
     seeds = []
-    monkeypatch.setattr(tmt_benchmark, "pretrain_source", lambda pair, seed, cache, budget: seeds.append(seed))
+    monkeypatch.setattr(
+        tmt_benchmark, "pretrain_source", lambda pair, seed, cache, budget: seeds.append(seed)
+    )
     monkeypatch.setattr(tmt_benchmark, "test_source_model", lambda pair, seed, init, budget: 1.0)
     monkeypatch.setattr(
         tmt_benchmark, "adapt_and_test", lambda *args, **kwargs: {"miou": float(args[2]), "seconds": 1.0}

@@ -134,7 +134,7 @@ def mean_std(values: list[float]) -> str:
 
 
 def seed_text(args: argparse.Namespace) -> str:
-    """"3 seed(s)" for seeds 0..2, "1 seed(s) from 1" when ``--first-seed`` moved the start."""
+    """The report's seed phrase: "3 seed(s)" for seeds 0..2, "1 seed(s) from 1" after ``--first-seed 1``."""
     start = f" from {args.first_seed}" if args.first_seed else ""
     return f"{args.seeds} seed(s){start}"
 
