@@ -67,3 +67,32 @@ def test_wandb_offline_run_stores_images_with_masks(tmp_path):
     assert len(images) == 1, "the image itself is missing from the offline W&B run"
     assert len(masks) == 1, "the prediction mask is missing from the offline W&B run"
     assert np.array_equal(np.asarray(Image.open(masks[0])), mask)
+
+
+@pytest.mark.parametrize("with_maps", [True, False])
+def test_segmentation_examples_are_strips_of_five_tiles_with_acte_maps_and_three_without(tmp_path, with_maps):
+    """``count`` examples, each one PNG: input | truth | prediction, then priority | regions when the
+    segmenter's output carries ACTE maps (a fine-tune run or a sliding-window pass has none)."""
+    import torch
+
+    from tmtcam.tmt.regions import Regions
+    from tmtcam.tmt.segmenter import SegmenterOutput
+    from tmtcam.viz.segmentation_images import log_segmentation_examples
+
+    module = attached_module(tmp_path, CSVLogger(tmp_path))
+    images, masks = torch.zeros(3, 3, 16, 16), torch.zeros(3, 16, 16, dtype=torch.long)
+    predictions = torch.ones(3, 16, 16, dtype=torch.long)
+    out = None
+    if with_maps:  # a 2 x 2 patch grid: priority per patch, two regions
+        regions = Regions(labels=torch.tensor([[0, 0, 1, 1]] * 3), num_regions=torch.tensor([2, 2, 2]))
+        out = SegmenterOutput(
+            torch.zeros(3, 4, 16, 16),
+            torch.zeros(3, 4, 8),
+            (2, 2),
+            regions=regions,
+            priority=torch.rand(3, 4),
+        )
+    log_segmentation_examples(module, images, masks, predictions, ["a", "b", "c", "d"], 4, 2, out)
+    strips = sorted(tmp_path.rglob("images/val_examples/*.png"))
+    assert len(strips) == 2
+    assert np.asarray(Image.open(strips[0])).shape == (16, 16 * (5 if with_maps else 3), 3)

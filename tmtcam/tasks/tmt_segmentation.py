@@ -29,7 +29,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassJaccardIndex
@@ -45,9 +44,7 @@ from tmtcam.training.checkpoint_compat import (
     stamp_checkpoint,
 )
 from tmtcam.training.schedules import check_optimisation_settings, warmup_cosine
-from tmtcam.viz.heatmaps import denormalize
-from tmtcam.viz.image_logging import data_normalization, log_images
-from tmtcam.viz.segmentation_images import segmentation_strip, wandb_masks
+from tmtcam.viz.segmentation_images import log_segmentation_examples
 
 
 def masked_cross_entropy(
@@ -274,7 +271,16 @@ class TMTSegmentation(LightningModule):
         iou.update(predictions, masks)
         if stage == "val" and batch_idx == 0 and self._should_log_images():
             shown = images.shape[-2:]  # the pictures are drawn at the network's input size
-            self._log_examples(images, _nearest(masks, shown), _nearest(predictions, shown), out)
+            log_segmentation_examples(
+                self,
+                images,
+                _nearest(masks, shown),
+                _nearest(predictions, shown),
+                self.class_names,
+                self.hparams.num_classes,
+                min(self.hparams.num_logged_images, images.shape[0]),
+                out,
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val", batch_idx)
@@ -318,46 +324,6 @@ class TMTSegmentation(LightningModule):
     def _should_log_images(self) -> bool:
         every = self.hparams.log_images_every_n_epochs
         return bool(every) and not self.trainer.sanity_checking and self.current_epoch % every == 0
-
-    def _log_examples(
-        self,
-        images: torch.Tensor,
-        masks: torch.Tensor,
-        predictions: torch.Tensor,
-        out: SegmenterOutput | None,
-    ) -> None:
-        count = min(self.hparams.num_logged_images, images.shape[0])
-        normalization = data_normalization(self)
-        strips, overlays = [], []
-        for i in range(count):
-            priority = regions = None
-            if out is not None and out.priority is not None:
-                priority, regions = out.priority[i], out.regions.labels[i]
-            grid = out.grid if out is not None else None
-            strips.append(
-                segmentation_strip(
-                    images[i],
-                    masks[i],
-                    predictions[i],
-                    self.hparams.num_classes,
-                    priority,
-                    regions,
-                    grid,
-                    normalization,
-                )
-            )
-            overlays.append(wandb_masks(masks[i], predictions[i], self.class_names))
-        caption = "input | ground truth | prediction"
-        if out is not None and out.priority is not None:
-            caption += " | priority | regions"
-        log_images(self, "val/examples", strips, captions=[caption] * count)
-        if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
-            log_images(
-                self,
-                "val/masks",
-                [denormalize(images[i], normalization) for i in range(count)],
-                masks=overlays,
-            )
 
     # ------------------------------------------------------------------ optimisation
     def optimizer_groups(self) -> list[dict[str, Any]]:

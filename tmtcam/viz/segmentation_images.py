@@ -2,18 +2,25 @@
 
 Returned as a single uint8 strip (H, 5 W, 3) so a PNG or a W&B image shows all five side by side,
 plus the raw masks in W&B's ``masks=`` form so the dashboard can toggle them over the input.
+:func:`log_segmentation_examples` sends a batch of them to the run's logger.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import WandbLogger
 
 from data_modules.normalization import Normalization
 from tmtcam.viz.heatmaps import denormalize, jet_colormap
+from tmtcam.viz.image_logging import data_normalization, log_images
+
+if TYPE_CHECKING:  # for the annotation only: drawing pictures should not import the model stack
+    from tmtcam.tmt.segmenter import SegmenterOutput
 
 IGNORE_COLOUR = (0, 0, 0)
 
@@ -84,3 +91,43 @@ def wandb_masks(
         "ground_truth": {"mask_data": target.cpu().numpy().astype(np.uint8), "class_labels": labels},
         "prediction": {"mask_data": prediction.cpu().numpy().astype(np.uint8), "class_labels": labels},
     }
+
+
+def log_segmentation_examples(
+    module: LightningModule,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    predictions: torch.Tensor,
+    class_names: Sequence[str],
+    num_classes: int,
+    count: int,
+    out: SegmenterOutput | None = None,
+) -> None:
+    """Log the first ``count`` examples of a batch: strips under ``val/examples`` (with ACTE's
+    priority and regions when ``out`` carries them) and, when W&B is attached, the inputs under
+    ``val/masks`` with ground truth and prediction as toggleable overlays.
+
+    ``masks`` and ``predictions`` must be at the images' size (the strip draws them side by side).
+    """
+    normalization = data_normalization(module)
+    show_maps = out is not None and out.priority is not None
+    strips, overlays = [], []
+    for i in range(count):
+        strips.append(
+            segmentation_strip(
+                images[i],
+                masks[i],
+                predictions[i],
+                num_classes,
+                out.priority[i] if show_maps else None,
+                out.regions.labels[i] if show_maps else None,
+                out.grid if out is not None else None,
+                normalization,
+            )
+        )
+        overlays.append(wandb_masks(masks[i], predictions[i], class_names))
+    caption = "input | ground truth | prediction" + (" | priority | regions" if show_maps else "")
+    log_images(module, "val/examples", strips, captions=[caption] * count)
+    if any(isinstance(logger, WandbLogger) for logger in module.trainer.loggers):
+        pictures = [denormalize(images[i], normalization) for i in range(count)]
+        log_images(module, "val/masks", pictures, masks=overlays)
