@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from tmtcam.training.guards import NonFiniteLossGuard, TrainingFault
+from tmtcam.viz import segmentation_images
 
 TINY_VIT = {
     "model_name": "vit_tiny_patch16_224",
@@ -138,15 +140,19 @@ def _record_side_effects(model: L.LightningModule, record: dict[str, Any]) -> No
             return cluster_many(points, ks)
 
         kmeans.cluster_many = counting_kmeans
-    module = sys.modules[type(model).__module__]
-    log_images = module.log_images
+    # where each task's pictures call log_images from: the task module itself, or TMT's example strips
+    for module in (sys.modules[type(model).__module__], segmentation_images):
+        if hasattr(module, "log_images"):
+            module.log_images = _recording(module.log_images, record)
 
+
+def _recording(log_images: Callable[..., list[Path]], record: dict[str, Any]) -> Callable[..., list[Path]]:
     def recording_log_images(*args, **kwargs):
         paths = log_images(*args, **kwargs)
         record["logged_images"].extend(str(path) for path in paths)
         return paths
 
-    module.log_images = recording_log_images
+    return recording_log_images
 
 
 if __name__ == "__main__":
