@@ -276,10 +276,10 @@ class TMTSegmentation(LightningModule):
                 images,
                 _nearest(masks, shown),
                 _nearest(predictions, shown),
-                self.class_names,
-                self.hparams.num_classes,
-                min(self.hparams.num_logged_images, images.shape[0]),
-                out,
+                class_names=self.class_names,
+                num_classes=self.hparams.num_classes,
+                count=min(self.hparams.num_logged_images, images.shape[0]),
+                out=out,
             )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
