@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command = "python -m tmtcam bench tmt " + shlex.join(sys.argv[1:] if argv is None else argv)
     quiet_lightning()
     pairs, variants = args.pairs, args.variants
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     budget = Budget(
         source_steps=args.source_steps,
         adapt_steps=args.adapt_steps,
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[float]]] = {pair: {name: [] for name in variants} for pair in pairs}
     source_only: dict[str, list[float]] = {pair: [] for pair in pairs}
     for pair in pairs:
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for seed in seeds:
             init = pretrain_source(pair, seed, args.out / "cache", budget)
             source_only[pair].append(test_source_model(pair, seed, init, budget))
             for name, options in variants.items():
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_gain_tmt_vs_finetune": mean_gain(results, "tmt", "finetune"),
         "mean_gain_vs_finetune": {c: mean_gain(results, c, "finetune") for c in columns if c != "finetune"},
         "variants": variants,
-        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+        "seeds": seeds,
         "budget": budget_dict(budget),
         "seconds": seconds,
         "command": args.command,
